@@ -1,0 +1,59 @@
+// Configuration macros: feature detection (xsimd, exceptions), alignment, inlining.
+// Every macro here is an overridable EMBER_* setting; define it before including ember.
+#pragma once
+
+#include <cstddef>
+
+/// Buffer alignment in bytes for every storage ember allocates (cache line, AVX-512 width).
+#ifndef EMBER_ALIGNMENT
+#define EMBER_ALIGNMENT 64
+#endif
+
+/// EMBER_HAS_XSIMD: 1 when xsimd is available and not disabled with EMBER_NO_XSIMD.
+#ifndef EMBER_HAS_XSIMD
+#if !defined(EMBER_NO_XSIMD) && defined(__has_include)
+#if __has_include(<xsimd/xsimd.hpp>)
+#define EMBER_HAS_XSIMD 1
+#else
+#define EMBER_HAS_XSIMD 0
+#endif
+#else
+#define EMBER_HAS_XSIMD 0
+#endif
+#endif
+
+/// EMBER_EXCEPTIONS: 1 unless the translation unit is built with -fno-exceptions.
+#ifndef EMBER_EXCEPTIONS
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define EMBER_EXCEPTIONS 1
+#else
+#define EMBER_EXCEPTIONS 0
+#endif
+#endif
+
+/// EMBER_HOST_DEVICE: marks functions usable from CUDA kernels when compiled by nvcc.
+#if defined(__CUDACC__)
+#define EMBER_HOST_DEVICE __host__ __device__
+#else
+#define EMBER_HOST_DEVICE
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define EMBER_ALWAYS_INLINE inline __attribute__((always_inline))
+#define EMBER_LIKELY(x) __builtin_expect(!!(x), 1)
+#define EMBER_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define EMBER_ALWAYS_INLINE inline
+#define EMBER_LIKELY(x) (x)
+#define EMBER_UNLIKELY(x) (x)
+#endif
+
+/// Bytes of freed CPU blocks the caching allocator keeps before returning memory to the OS.
+/// Overridable at run time with ember::set_cache_limit or the EMBER_CPU_CACHE_LIMIT variable.
+#ifndef EMBER_DEFAULT_CPU_CACHE_LIMIT
+#define EMBER_DEFAULT_CPU_CACHE_LIMIT (std::size_t{4} << 30)
+#endif
+
+namespace ember {
+inline constexpr std::size_t alignment = EMBER_ALIGNMENT;
+}  // namespace ember

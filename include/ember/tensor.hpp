@@ -1,0 +1,523 @@
+// tensor<T>: a cheap ref-counted handle to (storage, offset, shape, strides, device, autograd
+// slot). Views share storage; copies of a handle share everything (like torch::Tensor).
+#pragma once
+
+#include <ember/core/dtype.hpp>
+#include <ember/core/error.hpp>
+#include <ember/core/shape.hpp>
+#include <ember/core/storage.hpp>
+#include <ember/core/view_strides.hpp>
+#include <ember/eval/strided.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+
+namespace ember {
+
+namespace detail {
+
+struct autograd_meta;  // defined by the autograd layer
+
+/// The shared state behind every handle to one tensor.
+struct tensor_impl {
+  storage_ptr storage;
+  std::int64_t offset = 0;  ///< in elements, from the start of storage
+  shape sizes;
+  shape strides;  ///< in elements
+  dtype type = dtype::f32;
+  std::shared_ptr<autograd_meta> autograd;  ///< grad, grad_fn, requires_grad (autograd layer)
+};
+
+/// Lowest and highest element offsets (relative to impl offset) a strided view touches.
+inline std::pair<std::int64_t, std::int64_t> extent_range(const shape& sizes, const shape& strides) {
+  std::int64_t lo = 0, hi = 0;
+  for (std::size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) return {0, -1};
+    const std::int64_t span = (sizes[d] - 1) * strides[d];
+    (span < 0 ? lo : hi) += span;
+  }
+  return {lo, hi};
+}
+
+}  // namespace detail
+
+template <class T = float>
+class tensor;
+
+namespace detail {
+template <class T>
+tensor<T> make_tensor(const shape& sizes, device dev = cpu);
+}  // namespace detail
+
+/// An n-dimensional array of T on a device. Copying a tensor copies the handle, not the data:
+///   auto a = em::zeros<float>({2, 3});  auto b = a;  b.fill_(1.f);  // a is now all ones
+template <class T>
+class tensor {
+  static_assert(is_element_v<T>,
+                "ember::tensor<T>: T must be float, double, std::int8_t, std::int16_t, "
+                "std::int32_t, std::int64_t, std::uint8_t, bool, ember::half or ember::bfloat16");
+
+ public:
+  using value_type = T;
+
+  /// An undefined tensor (no storage): `defined()` is false.
+  tensor() = default;
+  explicit tensor(std::shared_ptr<detail::tensor_impl> impl) : impl_(std::move(impl)) {
+    if (impl_)
+      detail::check(impl_->type == dtype_of<T>, errc::dtype, "tensor<", dtype_of<T>,
+                    ">: cannot view a tensor of dtype ", impl_->type);
+  }
+
+  // ---- properties ------------------------------------------------------------------------
+  bool defined() const noexcept { return impl_ != nullptr; }
+  const ember::shape& shape() const { return impl().sizes; }
+  const ember::shape& sizes() const { return impl().sizes; }
+  const ember::shape& strides() const { return impl().strides; }
+  std::int64_t dim() const { return impl().sizes.rank(); }
+  std::int64_t numel() const { return impl().sizes.numel(); }
+  /// Extent of dimension d (negative d counts from the end).
+  std::int64_t size(std::int64_t d) const { return shape()[wrap_existing(d, "size")]; }
+  std::int64_t stride(std::int64_t d) const { return strides()[wrap_existing(d, "stride")]; }
+  std::int64_t storage_offset() const { return impl().offset; }
+  ember::dtype dtype() const noexcept { return dtype_of<T>; }
+  ember::device device() const { return impl().storage->dev(); }
+  static constexpr std::size_t element_size() noexcept { return sizeof(T); }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * sizeof(T); }
+  /// Pointer to the first element (a device pointer for non-CPU tensors).
+  T* data() const { return static_cast<T*>(impl().storage->data()) + impl().offset; }
+  const detail::storage_ptr& storage() const { return impl().storage; }
+  const std::shared_ptr<detail::tensor_impl>& impl_ptr() const noexcept { return impl_; }
+  /// True when both handles refer to the same tensor (not merely equal values).
+  bool is_same(const tensor& o) const noexcept { return impl_ == o.impl_; }
+
+  /// Row-major dense layout (size-1 dims may have any stride, as in PyTorch).
+  bool is_contiguous() const {
+    const auto& s = shape();
+    const auto& st = strides();
+    if (numel() == 0) return true;  // as PyTorch: a tensor without elements is contiguous
+    std::int64_t expected = 1;
+    for (std::size_t i = s.size(); i-- > 0;) {
+      if (s[i] == 1) continue;
+      if (st[i] != expected) return false;
+      expected *= s[i];
+    }
+    return true;
+  }
+
+  // ---- views (share storage) ---------------------------------------------------------------
+  /// Same data, new shape; one extent may be -1. Errors when the strides do not allow a view
+  /// (use reshape, which copies then).
+  tensor view(const ember::shape& new_shape) const {
+    const ember::shape sizes = detail::infer_size(new_shape, numel(), shape(), "view");
+    auto st = detail::view_strides(shape(), strides(), sizes);
+    detail::check(st.has_value(), errc::shape, "view: shape ", new_shape,
+                  " is not compatible with the input's shape ", shape(), " and strides ", strides(),
+                  " (a dimension spans non-contiguous memory); use reshape, which copies");
+    return make_view(sizes, *st, impl().offset);
+  }
+  template <class U>
+  tensor view_as(const tensor<U>& other) const {
+    return view(other.shape());
+  }
+
+  /// view() when possible, otherwise a contiguous copy with the new shape.
+  tensor reshape(const ember::shape& new_shape) const {
+    const ember::shape sizes = detail::infer_size(new_shape, numel(), shape(), "reshape");
+    if (auto st = detail::view_strides(shape(), strides(), sizes))
+      return make_view(sizes, *st, impl().offset);
+    return contiguous().view(sizes);
+  }
+  template <class U>
+  tensor reshape_as(const tensor<U>& other) const {
+    return reshape(other.shape());
+  }
+
+  tensor transpose(std::int64_t d0, std::int64_t d1) const {
+    d0 = wrap(d0, "transpose");
+    d1 = wrap(d1, "transpose");
+    ember::shape s = shape(), st = strides();
+    if (dim() == 0) return make_view(s, st, impl().offset);
+    std::swap(s[d0], s[d1]);
+    std::swap(st[d0], st[d1]);
+    return make_view(s, st, impl().offset);
+  }
+
+  /// Transpose of a matrix (rank <= 2; a no-op for rank 0 and 1).
+  tensor t() const {
+    detail::check(dim() <= 2, errc::shape, "t: expects a tensor of rank <= 2, got shape ", shape(),
+                  "; use transpose(d0, d1) or permute");
+    return dim() < 2 ? transpose(0, 0) : transpose(0, 1);
+  }
+
+  tensor permute(const ember::shape& dims) const {
+    detail::check(dims.rank() == dim(), errc::shape, "permute: got ", dims.rank(),
+                  " dims ", dims, " for a tensor of shape ", shape());
+    ember::shape s(dims.size()), st(dims.size());
+    small_flags seen(dims.size(), 0);
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+      const auto d = static_cast<std::size_t>(wrap(dims[i], "permute"));
+      detail::check(!seen[d], errc::value, "permute: dims ", dims, " repeat dimension ", d);
+      seen[d] = 1;
+      s[i] = shape()[d];
+      st[i] = strides()[d];
+    }
+    return make_view(s, st, impl().offset);
+  }
+
+  /// Moves dimension `src` to position `dst`, keeping the others in order.
+  tensor movedim(std::int64_t src, std::int64_t dst) const {
+    if (dim() == 0) return permute({});
+    src = wrap(src, "movedim");
+    dst = wrap(dst, "movedim");
+    ember::shape order;
+    for (std::int64_t d = 0; d < dim(); ++d)
+      if (d != src) order.push_back(d);
+    order.insert(order.begin() + dst, src);
+    return permute(order);
+  }
+
+  /// Elements start, start+step, ... < end along dim. start/end are clamped to the extent
+  /// and may be negative (counted from the end); step must be positive.
+  tensor slice(std::int64_t d, std::int64_t start = 0,
+               std::int64_t end = std::numeric_limits<std::int64_t>::max(),
+               std::int64_t step = 1) const {
+    detail::check(dim() > 0, errc::index, "slice: cannot slice a 0-d tensor");
+    d = wrap(d, "slice");
+    detail::check(step > 0, errc::value, "slice: step must be positive, got ", step);
+    const std::int64_t n = shape()[d];
+    auto clampi = [n](std::int64_t i) {
+      if (i < 0) i += n;
+      return std::clamp<std::int64_t>(i, 0, n);
+    };
+    start = clampi(start);
+    end = std::max(clampi(end), start);
+    ember::shape s = shape(), st = strides();
+    s[d] = (end - start + step - 1) / step;
+    st[d] *= step;
+    return make_view(s, st, impl().offset + (s[d] > 0 ? start * strides()[d] : 0));
+  }
+
+  /// Elements [start, start + length) along dim; out-of-range bounds are an error.
+  tensor narrow(std::int64_t d, std::int64_t start, std::int64_t length) const {
+    detail::check(dim() > 0, errc::index, "narrow: cannot narrow a 0-d tensor");
+    d = wrap(d, "narrow");
+    const std::int64_t n = shape()[d];
+    if (start < 0 && start >= -n) start += n;
+    detail::check(start >= 0 && length >= 0 && start <= n - length, errc::index,
+                  "narrow: range [", start, ", ", start, "+", length, ") is out of bounds for ",
+                  "dimension ", d, " of size ", n, " (shape ", shape(), ")");
+    return slice(d, start, start + length);
+  }
+
+  /// Removes dimension d by taking index i along it (negative i counts from the end).
+  tensor select(std::int64_t d, std::int64_t i) const {
+    detail::check(dim() > 0, errc::index, "select: cannot index a 0-d tensor");
+    d = wrap(d, "select");
+    const std::int64_t n = shape()[d];
+    detail::check(i >= -n && i < n, errc::index, "select: index ", i,
+                  " is out of range for dimension ", d, " of size ", n, " (shape ", shape(), ")");
+    if (i < 0) i += n;
+    ember::shape s = shape(), st = strides();
+    s.erase(s.begin() + d);
+    st.erase(st.begin() + d);
+    return make_view(s, st, impl().offset + i * strides()[d]);
+  }
+  tensor operator[](std::int64_t i) const { return select(0, i); }
+
+  tensor unsqueeze(std::int64_t d) const {
+    d = wrap_dim(d, dim() + 1, "unsqueeze");
+    ember::shape s = shape(), st = strides();
+    const std::int64_t stride = d < dim() ? strides()[d] * shape()[d] : 1;
+    s.insert(s.begin() + d, 1);
+    st.insert(st.begin() + d, stride);
+    return make_view(s, st, impl().offset);
+  }
+
+  /// Removes every size-1 dimension.
+  tensor squeeze() const {
+    ember::shape s, st;
+    for (std::int64_t d = 0; d < dim(); ++d)
+      if (shape()[d] != 1) {
+        s.push_back(shape()[d]);
+        st.push_back(strides()[d]);
+      }
+    return make_view(s, st, impl().offset);
+  }
+  /// Removes dimension d if its size is 1 (otherwise returns the same view, as PyTorch).
+  tensor squeeze(std::int64_t d) const {
+    d = wrap(d, "squeeze");
+    ember::shape s = shape(), st = strides();
+    if (dim() > 0 && s[d] == 1) {
+      s.erase(s.begin() + d);
+      st.erase(st.begin() + d);
+    }
+    return make_view(s, st, impl().offset);
+  }
+
+  /// Broadcasts size-1 dims (stride 0) and prepends new leading dims; -1 keeps an extent.
+  tensor expand(const ember::shape& target) const {
+    detail::check(target.rank() >= dim(), errc::shape, "expand: cannot expand shape ", shape(),
+                  " to ", target, " (fewer dimensions)");
+    const std::int64_t lead = target.rank() - dim();
+    ember::shape s(target.size()), st(target.size());
+    for (std::int64_t i = 0; i < target.rank(); ++i) {
+      if (i < lead) {
+        detail::check(target[i] >= 0, errc::shape, "expand: invalid extent ", target[i],
+                      " for a new leading dimension in ", target);
+        s[i] = target[i];
+        st[i] = 0;
+        continue;
+      }
+      const std::int64_t cur = shape()[i - lead];
+      const std::int64_t want = target[i] == -1 ? cur : target[i];
+      detail::check(want >= 0 && (want == cur || cur == 1), errc::shape,
+                    "expand: cannot expand shape ", shape(), " to ", target, " (dimension ", i,
+                    ": ", cur, " vs ", target[i], ")");
+      s[i] = want;
+      st[i] = want == cur ? strides()[i - lead] : 0;
+    }
+    return make_view(s, st, impl().offset);
+  }
+  template <class U>
+  tensor expand_as(const tensor<U>& other) const {
+    return expand(other.shape());
+  }
+
+  /// Merges dims start..end into one (a view when possible, else a copy, like reshape).
+  tensor flatten(std::int64_t start = 0, std::int64_t end = -1) const {
+    if (dim() == 0) return reshape({1});
+    start = wrap(start, "flatten");
+    end = wrap(end, "flatten");
+    detail::check(start <= end, errc::value, "flatten: start dim ", start, " is after end dim ",
+                  end, " for shape ", shape());
+    ember::shape s;
+    for (std::int64_t d = 0; d < start; ++d) s.push_back(shape()[d]);
+    std::int64_t m = 1;
+    for (std::int64_t d = start; d <= end; ++d) m *= shape()[d];
+    s.push_back(m);
+    for (std::int64_t d = end + 1; d < dim(); ++d) s.push_back(shape()[d]);
+    return reshape(s);
+  }
+
+  /// Splits dimension d into `sizes` (one may be -1); their product must equal its extent.
+  tensor unflatten(std::int64_t d, const ember::shape& sizes) const {
+    d = wrap_existing(d, "unflatten");
+    const ember::shape inner = detail::infer_size(sizes, shape()[d], shape(), "unflatten");
+    ember::shape s;
+    for (std::int64_t i = 0; i < d; ++i) s.push_back(shape()[i]);
+    for (auto e : inner) s.push_back(e);
+    for (std::int64_t i = d + 1; i < dim(); ++i) s.push_back(shape()[i]);
+    return view(s);
+  }
+
+  /// A view with explicit sizes/strides/offset over the same storage; bounds-checked against
+  /// the storage, so it can never reach outside it.
+  tensor as_strided(const ember::shape& sizes, const ember::shape& new_strides,
+                    std::int64_t offset) const {
+    detail::check(sizes.size() == new_strides.size(), errc::shape, "as_strided: shape ", sizes,
+                  " and strides ", new_strides, " differ in rank");
+    check_shape(sizes, "as_strided");
+    for (auto s : new_strides)
+      detail::check(s >= 0, errc::value, "as_strided: negative stride in ", new_strides);
+    const auto [lo, hi] = detail::extent_range(sizes, new_strides);
+    const auto cap = static_cast<std::int64_t>(impl().storage->nbytes() / sizeof(T));
+    detail::check(offset >= 0 && (hi < lo || offset + hi < cap), errc::index,
+                  "as_strided: shape ", sizes, " with strides ", new_strides, " and offset ",
+                  offset, " reaches outside a storage of ", cap, " elements");
+    return make_view(sizes, new_strides, offset);
+  }
+
+  // ---- copies and conversions ---------------------------------------------------------------
+  /// This tensor if already contiguous, otherwise a contiguous copy.
+  tensor contiguous() const { return is_contiguous() ? *this : clone(); }
+
+  /// A new contiguous tensor with a copy of the data.
+  tensor clone() const {
+    tensor out = detail::make_tensor<T>(shape(), device());
+    out.copy_from(*this);
+    return out;
+  }
+
+  /// A new handle to the same data, cut from the autograd graph.
+  tensor detach() const { return make_view(shape(), strides(), impl().offset); }
+
+  /// Converts the elements to U (a new tensor; this tensor when U == T).
+  template <class U>
+  tensor<U> to() const {
+    if constexpr (std::is_same_v<U, T>) {
+      return *this;
+    } else {
+      tensor<U> out = detail::make_tensor<U>(shape(), device());
+      out.copy_(*this);
+      return out;
+    }
+  }
+
+  /// Moves to a device (this tensor when already there).
+  tensor to(ember::device dev) const {
+    if (dev == device()) return *this;
+    const tensor src = contiguous();
+    tensor out = detail::make_tensor<T>(shape(), dev);
+    detail::copy_bytes(out.data(), dev, src.data(), device(), nbytes());
+    return out;
+  }
+  tensor cpu() const { return to(ember::cpu); }
+
+  // ---- in-place writes ----------------------------------------------------------------------
+  /// Copies src into this tensor, broadcasting src to this shape and converting its elements.
+  /// Overlapping source and destination are handled (the source is copied first).
+  template <class U>
+  tensor& copy_(const tensor<U>& src) {
+    detail::check(src.defined(), errc::value, "copy_: source tensor is undefined");
+    detail::check(broadcastable_to(src.shape(), shape()), errc::shape, "copy_: cannot copy a ",
+                  "tensor of shape ", src.shape(), " into one of shape ", shape());
+    check_writable("copy_");
+    detail::check(src.device() == device(), errc::device, "copy_: source on ", src.device(),
+                  ", destination on ", device(), "; move it with .to(device) first");
+    copy_from(src);
+    return *this;
+  }
+
+  /// Sets every element to v (converted to T).
+  template <class S>
+    requires std::is_arithmetic_v<S> || is_element_v<S>
+  tensor& fill_(S v) {
+    check_writable("fill_");
+    require_cpu("fill_");
+    const T value = convert<T>(v);
+    detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
+    impl().storage->bump_version();
+    return *this;
+  }
+  tensor& zero_() { return fill_(T{}); }
+
+  // ---- element access -------------------------------------------------------------------------
+  /// The value of a one-element tensor (any rank).
+  T item() const {
+    detail::check(defined() && numel() == 1, errc::shape, "item: expects a tensor with one ",
+                  "element, got shape ", defined() ? shape() : ember::shape{});
+    if (device().is_cpu()) return *data();
+    T v;
+    detail::copy_bytes(&v, ember::cpu, data(), device(), sizeof(T));
+    return v;
+  }
+
+  /// The element at a full index (negative indices count from the end), bounds-checked.
+  T at(std::initializer_list<std::int64_t> index) const {
+    detail::check(static_cast<std::int64_t>(index.size()) == dim(), errc::index, "at: got ",
+                  index.size(), " indices for a tensor of shape ", shape());
+    std::int64_t off = impl().offset;
+    std::int64_t d = 0;
+    for (std::int64_t i : index) {
+      const std::int64_t n = shape()[d];
+      detail::check(i >= -n && i < n, errc::index, "at: index ", i,
+                    " is out of range for dimension ", d, " of size ", n, " (shape ", shape(), ")");
+      off += (i < 0 ? i + n : i) * strides()[d];
+      ++d;
+    }
+    const T* p = static_cast<const T*>(impl().storage->data()) + off;
+    if (device().is_cpu()) return *p;
+    T v;
+    detail::copy_bytes(&v, ember::cpu, p, device(), sizeof(T));
+    return v;
+  }
+
+  // ---- internals shared with the rest of ember ----------------------------------------------
+  detail::tensor_impl& impl() const {
+    detail::check(impl_ != nullptr, errc::value, "use of an undefined tensor");
+    return *impl_;
+  }
+
+  /// A new tensor (not sharing autograd state) over this storage.
+  tensor make_view(const ember::shape& sizes, const ember::shape& st, std::int64_t offset) const {
+    auto p = std::make_shared<detail::tensor_impl>();
+    p->storage = impl().storage;
+    p->offset = offset;
+    p->sizes = sizes;
+    p->strides = st;
+    p->type = dtype_of<T>;
+    return tensor(std::move(p));
+  }
+
+  /// Throws unless some element of this tensor could be written twice (stride 0 over a
+  /// dimension of size > 1, e.g. an expand()ed view).
+  void check_writable(const char* op) const {
+    for (std::int64_t d = 0; d < dim(); ++d)
+      detail::check(strides()[d] != 0 || shape()[d] <= 1, errc::value, op,
+                    ": cannot write into a tensor whose elements overlap (shape ", shape(),
+                    ", strides ", strides(), ", e.g. from expand); clone() it first");
+  }
+
+ private:
+  using small_flags = detail::small_vector<unsigned char, 8>;
+
+  std::int64_t wrap(std::int64_t d, const char* op) const { return wrap_dim(d, dim(), op); }
+  /// Like wrap, for ops that index an existing dimension (a 0-d tensor has none).
+  std::int64_t wrap_existing(std::int64_t d, const char* op) const {
+    detail::check(dim() > 0, errc::index, op, ": dimension ", d,
+                  " requested but the tensor is 0-d (shape ())");
+    return wrap_dim(d, dim(), op);
+  }
+
+  void require_cpu(const char* op) const {
+    detail::check(device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
+                  device(), " without a device backend");
+  }
+
+  /// Elementwise converting copy with broadcasting; goes through a temporary when source and
+  /// destination memory overlap (Note [Aliasing]).
+  template <class U>
+  void copy_from(const tensor<U>& src_in) {
+    require_cpu("copy_");
+    tensor<U> src = src_in;
+    if (src.storage() == storage() && overlaps(src)) src = src_in.clone();
+    const tensor<U> b = src.dim() == dim() && src.shape() == shape() ? src : src.expand(shape());
+    detail::for_each_element(
+        shape(), {&strides(), &b.strides()}, [](T& d, const U& s) { d = convert<T>(s); }, data(),
+        b.data());
+    impl().storage->bump_version();
+  }
+
+  /// Note [Aliasing]: conservative byte-range overlap test; exact self-copies are skipped by
+  /// the caller being a no-op-safe elementwise loop only when layouts are identical.
+  template <class U>
+  bool overlaps(const tensor<U>& o) const {
+    if (o.numel() == 0 || numel() == 0) return false;
+    if constexpr (std::is_same_v<U, T>)
+      if (o.storage_offset() == storage_offset() && o.shape() == shape() &&
+          o.strides() == strides())
+        return false;  // identical view: element i reads before it writes
+    const auto [lo1, hi1] = detail::extent_range(shape(), strides());
+    const auto [lo2, hi2] = detail::extent_range(o.shape(), o.strides());
+    const auto base = reinterpret_cast<std::uintptr_t>(impl().storage->data());
+    const auto a0 = base + static_cast<std::uintptr_t>((storage_offset() + lo1) * std::int64_t(sizeof(T)));
+    const auto a1 = base + static_cast<std::uintptr_t>((storage_offset() + hi1 + 1) * std::int64_t(sizeof(T)));
+    const auto b0 = base + static_cast<std::uintptr_t>((o.storage_offset() + lo2) * std::int64_t(sizeof(U)));
+    const auto b1 = base + static_cast<std::uintptr_t>((o.storage_offset() + hi2 + 1) * std::int64_t(sizeof(U)));
+    return a0 < b1 && b0 < a1;
+  }
+
+  std::shared_ptr<detail::tensor_impl> impl_;
+};
+
+namespace detail {
+/// A new contiguous, uninitialized tensor on `dev` from that device's caching allocator.
+template <class T>
+tensor<T> make_tensor(const shape& sizes, device dev) {
+  check_shape(sizes, "empty");
+  auto p = std::make_shared<tensor_impl>();
+  p->storage = make_storage(static_cast<std::size_t>(sizes.numel()) * sizeof(T), dev);
+  p->sizes = sizes;
+  p->strides = contiguous_strides(sizes);
+  p->type = dtype_of<T>;
+  return tensor<T>(std::move(p));
+}
+}  // namespace detail
+
+}  // namespace ember
