@@ -8,6 +8,7 @@
 #include <ember/core/storage.hpp>
 #include <ember/core/view_strides.hpp>
 #include <ember/eval/strided.hpp>
+#include <ember/expr/concepts.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -53,6 +54,11 @@ class tensor;
 namespace detail {
 template <class T>
 tensor<T> make_tensor(const shape& sizes, device dev = cpu);
+/// Full reductions behind tensor::sum()/mean() (defined in eval/reduce.hpp).
+template <class T>
+tensor<T> sum_all(const tensor<T>& t);
+template <class T>
+tensor<T> mean_all(const tensor<T>& t);
 }  // namespace detail
 
 /// An n-dimensional array of T on a device. Copying a tensor copies the handle, not the data:
@@ -72,6 +78,16 @@ class tensor {
     if (impl_)
       detail::check(impl_->type == dtype_of<T>, errc::dtype, "tensor<", dtype_of<T>,
                     ">: cannot view a tensor of dtype ", impl_->type);
+  }
+
+  /// Materializes an elementwise expression in one fused pass:
+  ///   em::tensor<float> m = 0.5f * a + em::exp(-a * a) - b;
+  template <expression E>
+  tensor(const E& e) {  // NOLINT: implicit, like assigning a torch expression result
+    static_assert(std::is_same_v<typename E::value_type, T>,
+                  "ember: cannot initialize tensor<T> from an expression of another element "
+                  "type; convert it with em::cast<T>(expr)");
+    *this = detail::evaluate(e);
   }
 
   // ---- properties ------------------------------------------------------------------------
@@ -383,6 +399,44 @@ class tensor {
     copy_from(src);
     return *this;
   }
+
+  /// Writes an expression into this tensor (broadcast to its shape; views are written in place;
+  /// sources overlapping the destination are evaluated into a temporary first).
+  template <expression E>
+  tensor& copy_(const E& e) {
+    detail::assign(*this, e, "copy_");
+    return *this;
+  }
+
+  /// In-place arithmetic with a tensor, an expression or a scalar: a += b; a.slice(0, 0, 2) *= 2.f;
+  template <class X>
+    requires operand<X> || arithmetic_scalar<X>
+  tensor& operator+=(const X& x) {
+    detail::assign(*this, *this + x, "operator+=");
+    return *this;
+  }
+  template <class X>
+    requires operand<X> || arithmetic_scalar<X>
+  tensor& operator-=(const X& x) {
+    detail::assign(*this, *this - x, "operator-=");
+    return *this;
+  }
+  template <class X>
+    requires operand<X> || arithmetic_scalar<X>
+  tensor& operator*=(const X& x) {
+    detail::assign(*this, *this * x, "operator*=");
+    return *this;
+  }
+  template <class X>
+    requires operand<X> || arithmetic_scalar<X>
+  tensor& operator/=(const X& x) {
+    detail::assign(*this, *this / x, "operator/=");
+    return *this;
+  }
+
+  /// Sum / mean of all elements as a 0-d tensor (em::sum(t) and em::mean(t) do more).
+  tensor sum() const { return detail::sum_all(*this); }
+  tensor mean() const { return detail::mean_all(*this); }
 
   /// Sets every element to v (converted to T).
   template <class S>

@@ -1,0 +1,253 @@
+// Materialization of elementwise expressions: traversal chosen once per assignment (Note
+// [Traversal]), threading over the pool, aliasing checks, and evaluate()/assign().
+#pragma once
+
+#include <ember/core/parallel.hpp>
+#include <ember/eval/evaluator.hpp>
+#include <ember/eval/strided.hpp>
+#include <ember/tensor.hpp>
+
+#include <array>
+#include <cstdint>
+#include <type_traits>
+
+namespace ember::detail {
+
+/// Elements per parallel task below which an assignment stays on one thread.
+inline constexpr std::int64_t elementwise_grain = 32768;
+
+/// Note [Traversal]: after broadcasting every leaf to the output shape and coalescing dims
+/// (Note [Coalescing]), one innermost row is walked at a time:
+///  - unit:   every operand steps by 1 along the row: plain SIMD loads, the fastest loop;
+///  - bcast:  steps are 0 or 1 (a row vector or scalar broadcast over rows, e.g. X - m with
+///            m of shape (1024)): a stride-0 leaf's value is loaded once per row (hoisted);
+///  - gather: any other layout (transposed, sliced with a step): elements are gathered into a
+///            packet and scattered back, so the math is still the SIMD math;
+///  - scalar: expressions that have no packet form (bool/integer results, casts between
+///            types, half types) evaluate element by element.
+/// The last partial packet of a row is padded, never computed by a scalar formula, so a
+/// value never depends on its position or on the thread count (bitwise reproducibility).
+template <class T, class E>
+void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const E& e) {
+  if (sizes.numel() == 0) return;
+  evaluator<E> ev(e, sizes);
+  constexpr std::size_t N = 1 + E::leaf_count;
+  std::array<const shape*, N> st{};
+  st[0] = &out_strides;
+  {
+    std::size_t k = 1;
+    ev.for_each_leaf([&](auto& l) { st[k++] = &l.strides; });
+  }
+  const strided_plan<N> plan = coalesce<N>(sizes, st);
+  {
+    std::size_t k = 1;
+    ev.for_each_leaf([&](auto& l) { l.strides = plan.strides[k++]; });
+  }
+  const shape& dims = plan.sizes;
+  const shape& ost = plan.strides[0];
+  const std::size_t rank = dims.size();
+  const std::int64_t n = dims[rank - 1];
+  const std::int64_t rows = dims.numel() / n;
+  const std::int64_t out_inner = ost[rank - 1];
+
+  bool unit = out_inner == 1, bcast = out_inner == 1;
+  ev.for_each_leaf([&](auto& l) {
+    l.inner = l.strides[rank - 1];
+    unit = unit && l.inner == 1;
+    bcast = bcast && (l.inner == 0 || l.inner == 1);
+  });
+
+  // processes the flattened element range [begin, end) with its own copy of the evaluator
+  auto process = [&](auto mode_tag, std::int64_t begin, std::int64_t end) {
+    constexpr int mode = decltype(mode_tag)::value;
+    evaluator<E> local = ev;
+    std::int64_t row = begin / n, col = begin % n;
+    shape idx(rank > 1 ? rank - 1 : 0, 0);
+    std::int64_t opos = 0;
+    {
+      std::int64_t r = row;
+      for (std::size_t d = rank - 1; d-- > 0;) {
+        idx[d] = r % dims[d];
+        r /= dims[d];
+        opos += idx[d] * ost[d];
+      }
+      local.for_each_leaf([&](auto& l) {
+        l.pos = 0;
+        for (std::size_t d = 0; d + 1 < rank; ++d) l.pos += idx[d] * l.strides[d];
+      });
+    }
+    while (begin < end) {
+      const std::int64_t cnt = std::min(n - col, end - begin);
+      local.for_each_leaf([](auto& l) { l.start_row(); });
+      T* o = out + opos;
+      if constexpr (mode == 3) {
+        for (std::int64_t i = col; i < col + cnt; ++i) o[i * out_inner] = local.value(i);
+      } else {
+#if EMBER_HAS_XSIMD
+        constexpr auto M = mode == 0 ? load_mode::unit : mode == 1 ? load_mode::bcast : load_mode::gather;
+        constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+        std::int64_t i = col;
+        const std::int64_t stop = col + cnt;
+        for (; i + W <= stop; i += W) {
+          if constexpr (M == load_mode::gather) {
+            alignas(64) T buf[W];
+            simd::store(buf, local.template packet<M>(i));
+            for (std::int64_t k = 0; k < W; ++k) o[(i + k) * out_inner] = buf[k];
+          } else {
+            simd::store(o + i, local.template packet<M>(i));
+          }
+        }
+        if (i < stop) {
+          alignas(64) T buf[W];
+          simd::store(buf, local.packet_partial(i, stop - i));
+          for (std::int64_t k = 0; k < stop - i; ++k) o[(i + k) * out_inner] = buf[k];
+        }
+#endif
+      }
+      begin += cnt;
+      col = 0;
+      // next row: odometer over the outer dims
+      for (std::size_t d = rank - 1; d-- > 0;) {
+        opos += ost[d];
+        local.for_each_leaf([&](auto& l) { l.pos += l.strides[d]; });
+        if (++idx[d] < dims[d]) break;
+        opos -= ost[d] * dims[d];
+        local.for_each_leaf([&](auto& l) { l.pos -= l.strides[d] * dims[d]; });
+        idx[d] = 0;
+      }
+    }
+  };
+
+  auto dispatch = [&](auto mode_tag) {
+    const std::int64_t total = rows * n;
+    constexpr std::int64_t align = 64;  // task boundaries on whole packets
+    parallel_for(0, (total + align - 1) / align, elementwise_grain / align,
+                 [&](std::int64_t b, std::int64_t e) {
+                   process(mode_tag, b * align, std::min(total, e * align));
+                 });
+  };
+  if constexpr (vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
+    if (unit)
+      dispatch(std::integral_constant<int, 0>{});
+    else if (bcast)
+      dispatch(std::integral_constant<int, 1>{});
+    else
+      dispatch(std::integral_constant<int, 2>{});
+  } else {
+    dispatch(std::integral_constant<int, 3>{});
+  }
+}
+
+/// Every leaf of an expression must live on `dev`; mixing devices is an error naming both.
+template <class E>
+void check_devices(const E& e, device dev, const char* op) {
+  auto visit = [&](const auto& self, const auto& node) -> void {
+    if constexpr (requires { node.t; }) {
+      check(node.t.device() == dev, errc::device, op, ": expression mixes tensors on ",
+            node.t.device(), " and ", dev);
+    } else if constexpr (requires { node.c; }) {
+      self(self, node.a); self(self, node.b); self(self, node.c);
+    } else if constexpr (requires { node.b; }) {
+      self(self, node.a); self(self, node.b);
+    } else if constexpr (requires { node.a; }) {
+      self(self, node.a);
+    }
+  };
+  visit(visit, e);
+}
+
+/// The device of an expression's first tensor leaf (cpu for all-scalar expressions).
+template <class E>
+device expression_device(const E& e) {
+  device d = cpu;
+  bool found = false;
+  auto visit = [&](const auto& self, const auto& node) -> void {
+    if (found) return;
+    if constexpr (requires { node.t; }) {
+      d = node.t.device();
+      found = true;
+    } else if constexpr (requires { node.c; }) {
+      self(self, node.a); self(self, node.b); self(self, node.c);
+    } else if constexpr (requires { node.b; }) {
+      self(self, node.a); self(self, node.b);
+    } else if constexpr (requires { node.a; }) {
+      self(self, node.a);
+    }
+  };
+  visit(visit, e);
+  return d;
+}
+
+/// Does any tensor leaf of e share memory with dst other than element-for-element (the same
+/// offset and strides once broadcast)? Then the expression is evaluated into a temporary first.
+template <class T, class E>
+bool aliases(const tensor<T>& dst, const E& e) {
+  bool hit = false;
+  const auto [dlo, dhi] = extent_range(dst.shape(), dst.strides());
+  const auto base = reinterpret_cast<std::uintptr_t>(dst.storage()->data());
+  auto visit = [&](const auto& self, const auto& node) -> void {
+    if constexpr (requires { node.t; }) {
+      const auto& t = node.t;
+      if (t.storage() != dst.storage() || t.numel() == 0) return;
+      using U = typename std::remove_cvref_t<decltype(t)>::value_type;
+      if constexpr (std::is_same_v<U, T>) {
+        if (t.storage_offset() == dst.storage_offset() &&
+            broadcast_strides(t.shape(), t.strides(), dst.shape()) == dst.strides() &&
+            t.shape().rank() == dst.shape().rank() && t.shape() == dst.shape())
+          return;  // reads element i before writing element i: safe
+      }
+      const auto [lo, hi] = extent_range(t.shape(), t.strides());
+      const auto a0 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dlo) * std::int64_t(sizeof(T)));
+      const auto a1 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dhi + 1) * std::int64_t(sizeof(T)));
+      const auto b0 = base + static_cast<std::uintptr_t>((t.storage_offset() + lo) * std::int64_t(sizeof(U)));
+      const auto b1 = base + static_cast<std::uintptr_t>((t.storage_offset() + hi + 1) * std::int64_t(sizeof(U)));
+      hit = hit || (a0 < b1 && b0 < a1);
+    } else if constexpr (requires { node.c; }) {
+      self(self, node.a); self(self, node.b); self(self, node.c);
+    } else if constexpr (requires { node.b; }) {
+      self(self, node.a); self(self, node.b);
+    } else if constexpr (requires { node.a; }) {
+      self(self, node.a);
+    }
+  };
+  visit(visit, e);
+  return hit;
+}
+
+template <class E>
+tensor<typename E::value_type> evaluate(const E& e) {
+  using T = typename E::value_type;
+  static_assert(!std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>,
+                "ember: elementwise math on half/bfloat16 tensors is not supported; convert "
+                "them with .to<float>() first");
+  const device dev = expression_device(e);
+  check_devices(e, dev, "evaluate");
+  check(dev.is_cpu(), errc::not_implemented, "evaluate: elementwise expressions on ", dev,
+        " need the CUDA backend");
+  tensor<T> out = make_tensor<T>(e.shape(), dev);
+  run_elementwise(out.data(), out.strides(), out.shape(), e);
+  return out;
+}
+
+template <class T, class E>
+void assign(const tensor<T>& dst, const E& e, const char* op) {
+  static_assert(std::is_same_v<T, typename E::value_type>,
+                "ember: the expression's element type differs from the destination tensor's; "
+                "convert it with em::cast<U>(expr)");
+  check(broadcastable_to(e.shape(), dst.shape()), errc::shape, op, ": cannot write an ",
+        "expression of shape ", e.shape(), " into a tensor of shape ", dst.shape());
+  dst.check_writable(op);
+  check_devices(e, dst.device(), op);
+  check(dst.device().is_cpu(), errc::not_implemented, op, ": elementwise expressions on ",
+        dst.device(), " need the CUDA backend");
+  if (aliases(dst, e)) {
+    const tensor<T> tmp = evaluate(e);
+    dst.impl().storage->bump_version();
+    run_elementwise(dst.data(), dst.strides(), dst.shape(), expr::leaf<T>(tmp));
+    return;
+  }
+  run_elementwise(dst.data(), dst.strides(), dst.shape(), e);
+  dst.impl().storage->bump_version();
+}
+
+}  // namespace ember::detail

@@ -1,0 +1,477 @@
+// Fused reductions: sum prod amax amin (one pass over the expression, no materialized input),
+// and the reductions built on them: mean var std norm logsumexp; argmax/argmin.
+// Note [Reduction order]: work is cut into fixed blocks that do not depend on the thread count
+// and partial results are merged in block order, so a reduction gives the same bits for any
+// number of threads.
+#pragma once
+
+#include <ember/core/parallel.hpp>
+#include <ember/eval/assign.hpp>
+#include <ember/eval/evaluator.hpp>
+#include <ember/expr/operators.hpp>
+#include <ember/tensor.hpp>
+
+#include <algorithm>
+#include <concepts>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace ember {
+namespace detail {
+
+/// Accumulation ops: identity, combine (scalars and packets), partials merged in P.
+struct sum_op {
+  static constexpr const char* name = "sum";
+  template <class T> using partial = std::conditional_t<std::is_floating_point_v<T>, double, T>;
+  template <class T> static constexpr T identity() { return T(0); }
+  template <class V> static V combine(const V& a, const V& b) { return a + b; }
+};
+struct prod_op {
+  static constexpr const char* name = "prod";
+  template <class T> using partial = std::conditional_t<std::is_floating_point_v<T>, double, T>;
+  template <class T> static constexpr T identity() { return T(1); }
+  template <class V> static V combine(const V& a, const V& b) { return a * b; }
+};
+struct max_op {  // NaN propagates
+  static constexpr const char* name = "amax";
+  template <class T> using partial = T;
+  template <class T> static constexpr T identity() {
+    if constexpr (std::numeric_limits<T>::has_infinity) return -std::numeric_limits<T>::infinity();
+    else return std::numeric_limits<T>::lowest();
+  }
+  template <class V> static V combine(const V& a, const V& b) {
+    return simd::select(simd::lor(a > b, simd::isnan(a)), a, b);
+  }
+};
+struct min_op {
+  static constexpr const char* name = "amin";
+  template <class T> using partial = T;
+  template <class T> static constexpr T identity() {
+    if constexpr (std::numeric_limits<T>::has_infinity) return std::numeric_limits<T>::infinity();
+    else return std::numeric_limits<T>::max();
+  }
+  template <class V> static V combine(const V& a, const V& b) {
+    return simd::select(simd::lor(a < b, simd::isnan(a)), a, b);
+  }
+};
+
+/// Resolves reduction dims: wraps, rejects repeats; an empty list means every dim.
+inline std::vector<bool> reduction_mask(const shape& s, const shape& dims, const char* op) {
+  std::vector<bool> mask(s.size(), dims.empty());
+  for (auto d : dims) {
+    const auto w = static_cast<std::size_t>(wrap_dim(d, s.rank(), op));
+    if (s.rank() == 0) continue;
+    check(!mask[w], errc::value, op, ": dimension ", d, " appears more than once in ", dims);
+    mask[w] = true;
+  }
+  return mask;
+}
+
+inline shape reduced_shape(const shape& s, const std::vector<bool>& mask, bool keepdim) {
+  shape out;
+  for (std::size_t d = 0; d < s.size(); ++d) {
+    if (!mask[d]) out.push_back(s[d]);
+    else if (keepdim) out.push_back(1);
+  }
+  return out;
+}
+
+/// Merges dims i, i+1 of a group when every operand's strides allow (Note [Coalescing]).
+inline void coalesce_group(shape& sizes, std::vector<shape>& st) {
+  shape ns;
+  std::vector<shape> nst(st.size());
+  for (std::size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 1) continue;
+    bool merge = !ns.empty();
+    for (std::size_t k = 0; k < st.size() && merge; ++k)
+      merge = nst[k].back() == st[k][d] * sizes[d];
+    if (merge) {
+      ns.back() *= sizes[d];
+      for (std::size_t k = 0; k < st.size(); ++k) nst[k].back() = st[k][d];
+    } else {
+      ns.push_back(sizes[d]);
+      for (std::size_t k = 0; k < st.size(); ++k) nst[k].push_back(st[k][d]);
+    }
+  }
+  if (ns.empty()) {
+    ns.push_back(1);
+    for (auto& v : nst) v.push_back(0);
+  }
+  sizes = ns;
+  st = nst;
+}
+
+/// Offset of flattened index `flat` in a group (sizes, strides), outermost first.
+inline std::int64_t group_offset(std::int64_t flat, const shape& sizes, const shape& strides) {
+  std::int64_t off = 0;
+  for (std::size_t d = sizes.size(); d-- > 0;) {
+    off += (flat % sizes[d]) * strides[d];
+    flat /= sizes[d];
+  }
+  return off;
+}
+
+/// Op over the segment [i0, i1) of the evaluator's current row, with SIMD packets: four
+/// independent accumulators, a padded last packet (unused lanes hold the identity).
+template <class Op, load_mode M, class T, class Ev>
+T reduce_segment(const Ev& ev, std::int64_t i0, std::int64_t i1) {
+#if EMBER_HAS_XSIMD
+  if constexpr (simd::has_batch_v<T>) {
+    using B = simd::batch<T>;
+    constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+    const B id(Op::template identity<T>());
+    B a0 = id, a1 = id, a2 = id, a3 = id;
+    std::int64_t i = i0;
+    for (; i + 4 * W <= i1; i += 4 * W) {
+      a0 = Op::combine(a0, B(ev.template packet<M>(i)));
+      a1 = Op::combine(a1, B(ev.template packet<M>(i + W)));
+      a2 = Op::combine(a2, B(ev.template packet<M>(i + 2 * W)));
+      a3 = Op::combine(a3, B(ev.template packet<M>(i + 3 * W)));
+    }
+    for (; i + W <= i1; i += W) a0 = Op::combine(a0, B(ev.template packet<M>(i)));
+    alignas(64) T buf[W];
+    if (i < i1) {
+      simd::store(buf, B(ev.packet_partial(i, i1 - i)));
+      for (std::int64_t k = i1 - i; k < W; ++k) buf[k] = Op::template identity<T>();
+      a1 = Op::combine(a1, simd::load(buf));
+    }
+    simd::store(buf, Op::combine(Op::combine(a0, a1), Op::combine(a2, a3)));
+    T r = buf[0];
+    for (std::int64_t k = 1; k < W; ++k) r = Op::combine(r, buf[k]);
+    return r;
+  }
+#endif
+  T r = Op::template identity<T>();
+  for (std::int64_t i = i0; i < i1; ++i) r = Op::combine(r, T(ev.value(i)));
+  return r;
+}
+
+/// The reduction plan of an expression over a dim mask: kept dims (one output each) and
+/// reduced dims, each group coalesced, every leaf's strides split between the groups.
+template <class E>
+struct reduce_plan {
+  evaluator<E> ev;
+  shape kept, red_outer;  // red_outer: reduced dims but the innermost
+  std::int64_t n = 1;     // innermost reduced extent (the row length)
+  std::vector<shape> kept_st, red_outer_st;
+  std::vector<std::int64_t> inner;  // per leaf: stride along the row
+  std::int64_t outputs = 1, count = 1;
+
+  reduce_plan(const E& e, const std::vector<bool>& mask) : ev(e, e.shape()) {
+    const shape& s = e.shape();
+    std::vector<shape> all;
+    ev.for_each_leaf([&](auto& l) { all.push_back(l.strides); });
+    shape ks, rs;
+    std::vector<shape> kst(all.size()), rst(all.size());
+    for (std::size_t d = 0; d < s.size(); ++d) {
+      (mask[d] ? rs : ks).push_back(s[d]);
+      for (std::size_t k = 0; k < all.size(); ++k) (mask[d] ? rst : kst)[k].push_back(all[k][d]);
+    }
+    outputs = ks.numel();
+    count = rs.numel();
+    coalesce_group(ks, kst);
+    coalesce_group(rs, rst);
+    kept = ks;
+    kept_st = kst;
+    n = rs.back();
+    red_outer = shape(rs.begin(), rs.end() - 1);
+    for (auto& st : rst) {
+      inner.push_back(st.back());
+      red_outer_st.emplace_back(st.begin(), st.end() - 1);
+    }
+  }
+};
+
+/// Partial of output o over the flattened reduced range [b0, b1) (one block).
+template <class Op, class E>
+auto reduce_block(const reduce_plan<E>& plan, std::int64_t o, std::int64_t b0, std::int64_t b1) {
+  using T = typename E::value_type;
+  using P = typename Op::template partial<T>;
+  evaluator<E> ev = plan.ev;
+  bool unit = true, bcast = true;
+  std::vector<std::int64_t> base;
+  {
+    std::size_t k = 0;
+    ev.for_each_leaf([&](auto& l) {
+      l.inner = plan.inner[k];
+      unit = unit && l.inner == 1;
+      bcast = bcast && (l.inner == 0 || l.inner == 1);
+      base.push_back(group_offset(o, plan.kept, plan.kept_st[k]));
+      ++k;
+    });
+  }
+  P acc = P(Op::template identity<T>());
+  for (std::int64_t begin = b0; begin < b1;) {
+    const std::int64_t row = begin / plan.n, col = begin % plan.n;
+    const std::int64_t cnt = std::min(plan.n - col, b1 - begin);
+    std::size_t k = 0;
+    ev.for_each_leaf([&](auto& l) {
+      l.pos = base[k] + group_offset(row, plan.red_outer, plan.red_outer_st[k]);
+      l.start_row();
+      ++k;
+    });
+    T seg;
+    if constexpr (vectorizable_v<E>) {
+      if (unit)
+        seg = reduce_segment<Op, load_mode::unit, T>(ev, col, col + cnt);
+      else if (bcast)
+        seg = reduce_segment<Op, load_mode::bcast, T>(ev, col, col + cnt);
+      else
+        seg = reduce_segment<Op, load_mode::gather, T>(ev, col, col + cnt);
+    } else {
+      seg = reduce_segment<Op, load_mode::gather, T>(ev, col, col + cnt);
+    }
+    acc = Op::combine(acc, P(seg));
+    begin += cnt;
+  }
+  return acc;
+}
+
+/// Elements per reduction block (Note [Reduction order]).
+inline constexpr std::int64_t reduce_block_size = 16384;
+
+/// Op over the dims in `mask` of expression e; output shape per keepdim.
+template <class Op, class E>
+tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
+  using T = typename E::value_type;
+  using P = typename Op::template partial<T>;
+  static_assert(!std::is_same_v<T, bool> && !std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>,
+                "ember: reductions need a numeric element type; convert bool/half tensors with "
+                ".to<float>() (or em::cast<float>) first");
+  const device dev = expression_device(e);
+  check_devices(e, dev, Op::name);
+  check(dev.is_cpu(), errc::not_implemented, Op::name, ": reductions on ", dev,
+        " need the CUDA backend");
+  tensor<T> out = make_tensor<T>(reduced_shape(e.shape(), mask, keepdim), dev);
+  T* o = out.data();
+  if (out.numel() == 0) return out;
+  const reduce_plan<E> plan(e, mask);
+  if (plan.count == 0) {
+    std::fill_n(o, out.numel(), Op::template identity<T>());
+    return out;
+  }
+  const std::int64_t blocks = (plan.count + reduce_block_size - 1) / reduce_block_size;
+  const std::int64_t tasks = plan.outputs * blocks;
+  std::vector<P> partial(static_cast<std::size_t>(tasks));
+  const std::int64_t per_task = std::min(plan.count, reduce_block_size);
+  parallel_for(0, tasks, std::max<std::int64_t>(1, elementwise_grain / per_task),
+               [&](std::int64_t t0, std::int64_t t1) {
+                 for (std::int64_t t = t0; t < t1; ++t) {
+                   const std::int64_t out_i = t / blocks, b = t % blocks;
+                   partial[static_cast<std::size_t>(t)] = reduce_block<Op>(
+                       plan, out_i, b * reduce_block_size,
+                       std::min(plan.count, (b + 1) * reduce_block_size));
+                 }
+               });
+  for (std::int64_t oi = 0; oi < plan.outputs; ++oi) {
+    P acc = partial[static_cast<std::size_t>(oi * blocks)];
+    for (std::int64_t b = 1; b < blocks; ++b)
+      acc = Op::combine(acc, partial[static_cast<std::size_t>(oi * blocks + b)]);
+    o[oi] = static_cast<T>(acc);
+  }
+  return out;
+}
+
+/// argmax/argmin: index of the first extreme element along one dim (NaN counts as the
+/// maximum and the minimum, as in PyTorch), or over the flattened tensor.
+template <bool Max, class E>
+tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, bool keepdim,
+                                const char* op) {
+  using T = typename E::value_type;
+  const tensor<T> x = [&] {
+    if constexpr (is_tensor_v<E>) return e; else return evaluate(e);
+  }();
+  check(x.numel() > 0, errc::index, op, ": cannot take the ", Max ? "argmax" : "argmin",
+        " of an empty tensor (shape ", x.shape(), ")");
+  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
+  tensor<T> v = dim ? x : x.reshape({x.numel()});
+  const std::int64_t d = dim ? wrap_dim(*dim, v.dim(), op) : 0;
+  if (v.dim() == 0) v = v.reshape({1});
+  tensor<T> moved = v.movedim(d, -1).contiguous();
+  const std::int64_t n = moved.size(-1);
+  const std::int64_t outer = moved.numel() / n;
+  shape out_shape;
+  if (dim) {
+    for (std::int64_t i = 0; i < x.dim(); ++i)
+      if (i != d) out_shape.push_back(x.shape()[i]);
+      else if (keepdim) out_shape.push_back(1);
+  } else if (keepdim) {
+    out_shape = shape(static_cast<std::size_t>(x.dim()), 1);
+  }
+  tensor<std::int64_t> out = make_tensor<std::int64_t>(out_shape);
+  const T* p = moved.data();
+  std::int64_t* q = out.data();
+  for (std::int64_t r = 0; r < outer; ++r) {
+    const T* row = p + r * n;
+    std::int64_t best = 0;
+    for (std::int64_t i = 1; i < n; ++i) {
+      const T a = row[i], b = row[best];
+      if (b != b) break;  // NaN found: it wins
+      if (a != a || (Max ? a > b : a < b)) best = i;
+    }
+    q[r] = best;
+  }
+  return out;
+}
+
+template <class T>
+tensor<T> sum_all(const tensor<T>& t) {
+  return reduce<sum_op>(expr::leaf<T>(t), std::vector<bool>(t.shape().size(), true), false);
+}
+template <class T>
+tensor<T> mean_all(const tensor<T>& t) {
+  tensor<T> s = sum_all(t);
+  *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
+  return s;
+}
+
+template <class E>
+using reduced_t = tensor<value_type_t<E>>;
+
+}  // namespace detail
+
+// ---- public reductions ------------------------------------------------------------------------
+#define EMBER_REDUCTION(name_, Op)                                                               \
+  /** name_ over all elements (0-d result), one dim, or a list of dims ({} = all). */           \
+  template <operand E>                                                                           \
+  detail::reduced_t<E> name_(const E& e) {                                                       \
+    return detail::reduce<Op>(detail::as_expr(e), std::vector<bool>(e.shape().size(), true),    \
+                              false);                                                            \
+  }                                                                                              \
+  template <operand E>                                                                           \
+  detail::reduced_t<E> name_(const E& e, std::int64_t dim, bool keepdim = false) {               \
+    return detail::reduce<Op>(detail::as_expr(e), detail::reduction_mask(e.shape(), {dim}, #name_), \
+                              keepdim);                                                          \
+  }                                                                                              \
+  template <operand E>                                                                           \
+  detail::reduced_t<E> name_(const E& e, const shape& dims, bool keepdim = false) {              \
+    return detail::reduce<Op>(detail::as_expr(e), detail::reduction_mask(e.shape(), dims, #name_), \
+                              keepdim);                                                          \
+  }
+EMBER_REDUCTION(sum, detail::sum_op)
+EMBER_REDUCTION(prod, detail::prod_op)
+EMBER_REDUCTION(amax, detail::max_op)
+EMBER_REDUCTION(amin, detail::min_op)
+#undef EMBER_REDUCTION
+
+namespace detail {
+inline std::int64_t reduced_count(const shape& s, const std::vector<bool>& mask) {
+  std::int64_t n = 1;
+  for (std::size_t d = 0; d < s.size(); ++d)
+    if (mask[d]) n *= s[d];
+  return n;
+}
+template <class E>
+reduced_t<E> mean_impl(const E& e, const std::vector<bool>& mask, bool keepdim) {
+  using T = value_type_t<E>;
+  static_assert(is_floating_v<T>, "ember::mean: needs a floating-point expression");
+  auto s = reduce<sum_op>(as_expr(e), mask, keepdim);
+  const auto n = static_cast<T>(reduced_count(e.shape(), mask));
+  return s / n;  // NaN for an empty reduction, as in PyTorch
+}
+template <class E>
+reduced_t<E> var_impl(const E& e, const std::vector<bool>& mask, bool unbiased, bool keepdim) {
+  using T = value_type_t<E>;
+  static_assert(is_floating_v<T>, "ember::var: needs a floating-point expression");
+  // two passes: the mean, then the mean squared deviation (no cancellation of E[x^2]-E[x]^2)
+  const tensor<T> m = mean_impl(e, mask, true);
+  auto ss = reduce<sum_op>(as_expr(square(as_expr(e) - m)), mask, keepdim);
+  const std::int64_t n = reduced_count(e.shape(), mask);
+  const T denom = static_cast<T>(std::max<std::int64_t>(n - (unbiased ? 1 : 0), 0));
+  return ss / denom;
+}
+}  // namespace detail
+
+/// Mean over all elements, one dim or a list of dims.
+template <operand E>
+detail::reduced_t<E> mean(const E& e) {
+  return detail::mean_impl(e, std::vector<bool>(e.shape().size(), true), false);
+}
+template <operand E>
+detail::reduced_t<E> mean(const E& e, std::int64_t dim, bool keepdim = false) {
+  return detail::mean_impl(e, detail::reduction_mask(e.shape(), {dim}, "mean"), keepdim);
+}
+template <operand E>
+detail::reduced_t<E> mean(const E& e, const shape& dims, bool keepdim = false) {
+  return detail::mean_impl(e, detail::reduction_mask(e.shape(), dims, "mean"), keepdim);
+}
+
+/// Variance (unbiased by default, as torch.var): over all, one dim, or a list of dims.
+template <operand E>
+detail::reduced_t<E> var(const E& e) {
+  return detail::var_impl(e, std::vector<bool>(e.shape().size(), true), true, false);
+}
+template <operand E, std::same_as<bool> B>
+detail::reduced_t<E> var(const E& e, B unbiased) {
+  return detail::var_impl(e, std::vector<bool>(e.shape().size(), true), unbiased, false);
+}
+template <operand E>
+detail::reduced_t<E> var(const E& e, std::int64_t dim, bool unbiased = true, bool keepdim = false) {
+  return detail::var_impl(e, detail::reduction_mask(e.shape(), {dim}, "var"), unbiased, keepdim);
+}
+template <operand E>
+detail::reduced_t<E> var(const E& e, const shape& dims, bool unbiased = true, bool keepdim = false) {
+  return detail::var_impl(e, detail::reduction_mask(e.shape(), dims, "var"), unbiased, keepdim);
+}
+
+/// Standard deviation: sqrt(var(...)) with the same arguments.
+template <operand E, class... Args>
+detail::reduced_t<E> std(const E& e, Args&&... args) {
+  return ember::sqrt(ember::var(e, std::forward<Args>(args)...));
+}
+
+/// Euclidean norm (p = 2) over all elements, one dim, or a list of dims.
+template <operand E>
+detail::reduced_t<E> norm(const E& e) {
+  return ember::sqrt(ember::sum(ember::square(e)));
+}
+template <operand E>
+detail::reduced_t<E> norm(const E& e, std::int64_t dim, bool keepdim = false) {
+  return ember::sqrt(ember::sum(ember::square(e), dim, keepdim));
+}
+template <operand E>
+detail::reduced_t<E> norm(const E& e, const shape& dims, bool keepdim = false) {
+  return ember::sqrt(ember::sum(ember::square(e), dims, keepdim));
+}
+
+/// log(sum(exp(x))) over dims, stable: the max is subtracted first (rows of -inf give -inf).
+template <operand E>
+detail::reduced_t<E> logsumexp(const E& e, const shape& dims, bool keepdim = false) {
+  using T = value_type_t<E>;
+  static_assert(is_floating_v<T>, "ember::logsumexp: needs a floating-point expression");
+  const auto mask = detail::reduction_mask(e.shape(), dims, "logsumexp");
+  const tensor<T> x = detail::as_expr(e).eval();
+  tensor<T> m = detail::reduce<detail::max_op>(expr::leaf<T>(x), mask, true);
+  const tensor<T> safe = where(abs(m) == std::numeric_limits<T>::infinity(), T(0), m);
+  tensor<T> s = detail::reduce<detail::sum_op>(exp(x - safe), mask, keepdim);
+  const tensor<T> ms = keepdim ? safe : safe.reshape(s.shape());
+  return log(s) + ms;
+}
+template <operand E>
+detail::reduced_t<E> logsumexp(const E& e, std::int64_t dim, bool keepdim = false) {
+  return logsumexp(e, shape{dim}, keepdim);
+}
+
+/// Index of the maximum over the flattened input, or along dim (first occurrence).
+template <operand E>
+tensor<std::int64_t> argmax(const E& e) {
+  return detail::arg_reduce<true>(e, std::nullopt, false, "argmax");
+}
+template <operand E>
+tensor<std::int64_t> argmax(const E& e, std::int64_t dim, bool keepdim = false) {
+  return detail::arg_reduce<true>(e, dim, keepdim, "argmax");
+}
+template <operand E>
+tensor<std::int64_t> argmin(const E& e) {
+  return detail::arg_reduce<false>(e, std::nullopt, false, "argmin");
+}
+template <operand E>
+tensor<std::int64_t> argmin(const E& e, std::int64_t dim, bool keepdim = false) {
+  return detail::arg_reduce<false>(e, dim, keepdim, "argmin");
+}
+
+}  // namespace ember

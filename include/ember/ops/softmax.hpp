@@ -1,0 +1,111 @@
+// softmax and log_softmax over any dim: one fused, numerically stable pass per row
+// (max, then exp(x - max) with its sum, then the scaling), SIMD along contiguous rows.
+#pragma once
+
+#include <ember/core/parallel.hpp>
+#include <ember/eval/assign.hpp>
+#include <ember/expr/operators.hpp>
+#include <ember/simd/math.hpp>
+#include <ember/tensor.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace ember {
+namespace detail {
+
+/// One row of n elements: out = softmax(x) (Log = false) or log_softmax(x) (Log = true).
+template <bool Log, class T>
+void softmax_row(const T* x, T* out, std::int64_t n) {
+  std::int64_t i = 0;
+  T m = -std::numeric_limits<T>::infinity();
+  T s = 0;
+#if EMBER_HAS_XSIMD
+  using B = simd::batch<T>;
+  constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+  if (n >= W) {
+    B bm(m);
+    for (; i + W <= n; i += W) bm = fn::maximum{}(simd::load(x + i), bm);
+    m = simd::hmax(bm);
+    for (; i < n; ++i) m = fn::maximum{}(x[i], m);
+    const B vm(std::isinf(m) ? T(0) : m);
+    B bs(T(0));
+    for (i = 0; i + W <= n; i += W) {
+      const B e = simd::exp(simd::load(x + i) - vm);
+      if constexpr (!Log) simd::store(out + i, e);
+      bs += e;
+    }
+    s = simd::hsum(bs);
+  } else
+#endif
+  {
+    for (; i < n; ++i) m = fn::maximum{}(x[i], m);
+    i = 0;
+  }
+  const T shift = std::isinf(m) ? T(0) : m;  // all -inf row: avoid inf - inf
+  for (; i < n; ++i) {
+    const T e = std::exp(x[i] - shift);
+    if constexpr (!Log) out[i] = e;
+    s += e;
+  }
+  if constexpr (Log) {
+    const T lse = std::log(s) + shift;
+    std::int64_t j = 0;
+#if EMBER_HAS_XSIMD
+    const B vl(lse);
+    for (; j + W <= n; j += W) simd::store(out + j, simd::load(x + j) - vl);
+#endif
+    for (; j < n; ++j) out[j] = x[j] - lse;
+  } else {
+    const T inv = T(1) / s;
+    std::int64_t j = 0;
+#if EMBER_HAS_XSIMD
+    const B vi(inv);
+    for (; j + W <= n; j += W) simd::store(out + j, simd::load(out + j) * vi);
+#endif
+    for (; j < n; ++j) out[j] *= inv;
+  }
+}
+
+template <bool Log, class E>
+tensor<value_type_t<E>> softmax_impl(const E& e, std::int64_t dim, const char* op) {
+  using T = value_type_t<E>;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "ember::softmax/log_softmax: needs a float or double expression");
+  tensor<T> x = [&] {
+    if constexpr (is_tensor_v<E>) return e; else return e.eval();
+  }();
+  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
+  if (x.dim() == 0) x = x.reshape({1});
+  const std::int64_t d = wrap_dim(dim, x.dim(), op);
+  const bool last = d == x.dim() - 1;
+  const tensor<T> rows = (last ? x : x.movedim(d, -1)).contiguous();
+  tensor<T> out = make_tensor<T>(rows.shape());
+  const std::int64_t n = rows.dim() ? rows.size(-1) : 1;
+  const std::int64_t count = n ? rows.numel() / n : 0;
+  const T* src = rows.data();
+  T* dst = out.data();
+  parallel_for(0, count, std::max<std::int64_t>(1, elementwise_grain / std::max<std::int64_t>(n, 1)),
+               [&](std::int64_t r0, std::int64_t r1) {
+                 for (std::int64_t r = r0; r < r1; ++r) softmax_row<Log>(src + r * n, dst + r * n, n);
+               });
+  tensor<T> res = last ? out : out.movedim(-1, d).contiguous();
+  return is_tensor_v<E> && e.dim() == 0 ? res.reshape({}) : res;
+}
+
+}  // namespace detail
+
+/// exp(x) / sum(exp(x)) along dim, computed stably.
+template <operand E>
+tensor<value_type_t<E>> softmax(const E& e, std::int64_t dim) {
+  return detail::softmax_impl<false>(e, dim, "softmax");
+}
+
+/// x - logsumexp(x) along dim, computed stably.
+template <operand E>
+tensor<value_type_t<E>> log_softmax(const E& e, std::int64_t dim) {
+  return detail::softmax_impl<true>(e, dim, "log_softmax");
+}
+
+}  // namespace ember
