@@ -176,8 +176,12 @@ template <class F>
 void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, F&& f) {
   const std::int64_t n = end - begin;
   if (n <= 0) return;
-  auto pool = detail::current_pool();
   const std::int64_t max_tasks = std::max<std::int64_t>(1, n / std::max<std::int64_t>(grain, 1));
+  if (max_tasks <= 1) {  // small work: no pool access at all (no lock, no refcount)
+    f(begin, end);
+    return;
+  }
+  auto pool = detail::current_pool();
   const std::int64_t tasks = std::min<std::int64_t>(pool->size(), max_tasks);
   if (tasks <= 1 || detail::thread_pool::in_task()) {
     f(begin, end);
