@@ -183,7 +183,9 @@ device expression_device(const E& e) {
 template <class T, class E>
 bool aliases(const tensor<T>& dst, const E& e) {
   bool hit = false;
-  const auto [dlo, dhi] = extent_range(dst.shape(), dst.strides());
+  // not a structured binding: lambdas cannot capture those before C++20 (clang < 16)
+  const std::pair<std::int64_t, std::int64_t> drange = extent_range(dst.shape(), dst.strides());
+  const std::int64_t dlo = drange.first, dhi = drange.second;
   const auto base = reinterpret_cast<std::uintptr_t>(dst.storage()->data());
   auto visit = [&](const auto& self, const auto& node) -> void {
     if constexpr (requires { node.t; }) {

@@ -285,8 +285,11 @@ tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, boo
   const tensor<T> x = [&] {
     if constexpr (is_tensor_v<E>) return e; else return evaluate(e);
   }();
-  check(x.numel() > 0, errc::index, op, ": cannot take the ", Max ? "argmax" : "argmin",
-        " of an empty tensor (shape ", x.shape(), ")");
+  // as PyTorch: an empty tensor is fine along a dim of non-zero size (an empty result)
+  check(x.numel() > 0 || (dim && x.dim() > 0 && x.shape()[wrap_dim(*dim, x.dim(), op)] > 0),
+        errc::index, op, ": cannot take the ", Max ? "argmax" : "argmin",
+        " of an empty tensor (shape ", x.shape(),
+        dim ? ") along a dimension of size 0" : ") without a dim");
   check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
   tensor<T> v = dim ? x : x.reshape({x.numel()});
   const std::int64_t d = dim ? wrap_dim(*dim, v.dim(), op) : 0;
@@ -332,6 +335,17 @@ tensor<T> mean_all(const tensor<T>& t) {
 template <class E>
 using reduced_t = tensor<value_type_t<E>>;
 
+/// amax/amin over a dim of size 0 have no value: an error, as in PyTorch ("Expected reduction
+/// dim 0 to have non-zero size"); sum/prod give their identity.
+template <class Op>
+std::vector<bool> checked_mask(const shape& s, std::vector<bool> mask) {
+  if constexpr (std::is_same_v<Op, max_op> || std::is_same_v<Op, min_op>)
+    for (std::size_t d = 0; d < s.size(); ++d)
+      check(!mask[d] || s[d] != 0, errc::index, Op::name, ": cannot reduce over dimension ", d,
+            " of size 0 (shape ", s, "): the ", Op::name, " of no elements is undefined");
+  return mask;
+}
+
 }  // namespace detail
 
 // ---- public reductions ------------------------------------------------------------------------
@@ -339,18 +353,23 @@ using reduced_t = tensor<value_type_t<E>>;
   /** name_ over all elements (0-d result), one dim, or a list of dims ({} = all). */           \
   template <operand E>                                                                           \
   detail::reduced_t<E> name_(const E& e) {                                                       \
-    return detail::reduce<Op>(detail::as_expr(e), std::vector<bool>(e.shape().size(), true),    \
-                              false);                                                            \
+    return detail::reduce<Op>(                                                                   \
+        detail::as_expr(e),                                                                      \
+        detail::checked_mask<Op>(e.shape(), std::vector<bool>(e.shape().size(), true)), false);  \
   }                                                                                              \
   template <operand E>                                                                           \
   detail::reduced_t<E> name_(const E& e, std::int64_t dim, bool keepdim = false) {               \
-    return detail::reduce<Op>(detail::as_expr(e), detail::reduction_mask(e.shape(), {dim}, #name_), \
-                              keepdim);                                                          \
+    return detail::reduce<Op>(                                                                   \
+        detail::as_expr(e),                                                                      \
+        detail::checked_mask<Op>(e.shape(), detail::reduction_mask(e.shape(), {dim}, #name_)),   \
+        keepdim);                                                                                \
   }                                                                                              \
   template <operand E>                                                                           \
   detail::reduced_t<E> name_(const E& e, const shape& dims, bool keepdim = false) {              \
-    return detail::reduce<Op>(detail::as_expr(e), detail::reduction_mask(e.shape(), dims, #name_), \
-                              keepdim);                                                          \
+    return detail::reduce<Op>(                                                                   \
+        detail::as_expr(e),                                                                      \
+        detail::checked_mask<Op>(e.shape(), detail::reduction_mask(e.shape(), dims, #name_)),    \
+        keepdim);                                                                                \
   }
 EMBER_REDUCTION(sum, detail::sum_op)
 EMBER_REDUCTION(prod, detail::prod_op)

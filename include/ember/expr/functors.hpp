@@ -15,7 +15,7 @@ using simd::constant;
 // ---- unary ---------------------------------------------------------------------------------
 struct neg {
   static constexpr op id = op::neg; static constexpr bool vectorizable = true; static constexpr int cost = 1;
-  template <class V> V operator()(const V& x) const noexcept { return -x; }
+  template <class V> V operator()(const V& x) const noexcept { return simd::neg(x); }
 };
 struct abs {
   static constexpr op id = op::abs; static constexpr bool vectorizable = true; static constexpr int cost = 1;
@@ -175,7 +175,11 @@ struct minimum {
     template <class V> auto operator()(const V& a, const V& b) const noexcept { return a sym b; } \
   };
 EMBER_COMPARISON(eq, ==)
-EMBER_COMPARISON(ne, !=)
+struct ne {  // !(a == b): xsimd 8 implements != on AVX as an ordered compare (false for NaN)
+  static constexpr op id = op::ne; static constexpr bool vectorizable = true;
+  static constexpr int cost = 1; static constexpr bool predicate = true;
+  template <class V> auto operator()(const V& a, const V& b) const noexcept { return !(a == b); }
+};
 EMBER_COMPARISON(lt, <)
 EMBER_COMPARISON(le, <=)
 EMBER_COMPARISON(gt, >)

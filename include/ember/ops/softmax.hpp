@@ -29,7 +29,7 @@ void softmax_row(const T* x, T* out, std::int64_t n) {
     for (; i + W <= n; i += W) bm = fn::maximum{}(simd::load(x + i), bm);
     m = simd::hmax(bm);
     for (; i < n; ++i) m = fn::maximum{}(x[i], m);
-    const B vm(std::isinf(m) ? T(0) : m);
+    const B vm(m == -std::numeric_limits<T>::infinity() ? T(0) : m);
     B bs(T(0));
     for (i = 0; i + W <= n; i += W) {
       const B e = simd::exp(simd::load(x + i) - vm);
@@ -43,20 +43,24 @@ void softmax_row(const T* x, T* out, std::int64_t n) {
     for (; i < n; ++i) m = fn::maximum{}(x[i], m);
     i = 0;
   }
-  const T shift = std::isinf(m) ? T(0) : m;  // all -inf row: avoid inf - inf
+  // Note [Softmax specials]: an all -inf row shifts by 0 (not -inf - -inf) and still ends as
+  // NaN (0 * 1/0; log: -inf - log 0); a +inf or NaN max makes the whole row NaN. As PyTorch.
+  const T shift = m == -std::numeric_limits<T>::infinity() ? T(0) : m;
   for (; i < n; ++i) {
     const T e = std::exp(x[i] - shift);
     if constexpr (!Log) out[i] = e;
     s += e;
   }
   if constexpr (Log) {
-    const T lse = std::log(s) + shift;
+    // (x - shift) - log(s), not x - (shift + log(s)): the latter rounds the sum at the
+    // magnitude of the logits and loses every digit below it (1e-4 relative at x ~ 1e4 in float)
+    const T ls = std::log(s);
     std::int64_t j = 0;
 #if EMBER_HAS_XSIMD
-    const B vl(lse);
-    for (; j + W <= n; j += W) simd::store(out + j, simd::load(x + j) - vl);
+    const B vs(shift), vl(ls);
+    for (; j + W <= n; j += W) simd::store(out + j, (simd::load(x + j) - vs) - vl);
 #endif
-    for (; j < n; ++j) out[j] = x[j] - lse;
+    for (; j < n; ++j) out[j] = (x[j] - shift) - ls;
   } else {
     const T inv = T(1) / s;
     std::int64_t j = 0;

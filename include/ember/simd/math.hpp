@@ -5,6 +5,7 @@
 #include <ember/simd/batch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 namespace ember::simd {
@@ -29,13 +30,29 @@ EMBER_SIMD_UNARY(erf, std::erf(x))
 EMBER_SIMD_UNARY(floor, std::floor(x))
 EMBER_SIMD_UNARY(ceil, std::ceil(x))
 EMBER_SIMD_UNARY(nearbyint, std::nearbyint(x))
-EMBER_SIMD_UNARY(abs, (x < T(0) ? T(-x) : x))
 #undef EMBER_SIMD_UNARY
+
+/// |x|; for floating x the sign bit is cleared, so abs(-0.0) = +0.0 as std::fabs.
+template <class T>
+  requires std::is_arithmetic_v<T>
+EMBER_ALWAYS_INLINE T abs(T x) noexcept {
+  if constexpr (std::is_floating_point_v<T>)
+    return std::fabs(x);
+  else
+    return x < T(0) ? T(-x) : x;
+}
 
 template <class T>
   requires std::is_arithmetic_v<T>
 EMBER_ALWAYS_INLINE T pow(T a, T b) noexcept {
   return static_cast<T>(std::pow(a, b));
+}
+
+/// -x (a scalar; the batch overload is below).
+template <class T>
+  requires std::is_arithmetic_v<T>
+EMBER_ALWAYS_INLINE T neg(T x) noexcept {
+  return static_cast<T>(-x);
 }
 
 /// c ? a : b, lane-wise for batches.
@@ -71,28 +88,99 @@ EMBER_ALWAYS_INLINE auto isnan(const V& x) noexcept {
 }
 
 #if EMBER_HAS_XSIMD
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> exp(const xsimd::batch<T, A>& x) noexcept { return xsimd::exp(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> expm1(const xsimd::batch<T, A>& x) noexcept { return xsimd::expm1(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> log(const xsimd::batch<T, A>& x) noexcept { return xsimd::log(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> log1p(const xsimd::batch<T, A>& x) noexcept { return xsimd::log1p(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> log2(const xsimd::batch<T, A>& x) noexcept { return xsimd::log2(x); }
 template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> sqrt(const xsimd::batch<T, A>& x) noexcept { return xsimd::sqrt(x); }
 template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> sin(const xsimd::batch<T, A>& x) noexcept { return xsimd::sin(x); }
 template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> cos(const xsimd::batch<T, A>& x) noexcept { return xsimd::cos(x); }
 template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> tanh(const xsimd::batch<T, A>& x) noexcept { return xsimd::tanh(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> erf(const xsimd::batch<T, A>& x) noexcept { return xsimd::erf(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> floor(const xsimd::batch<T, A>& x) noexcept { return xsimd::floor(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> ceil(const xsimd::batch<T, A>& x) noexcept { return xsimd::ceil(x); }
-template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> nearbyint(const xsimd::batch<T, A>& x) noexcept { return xsimd::nearbyint(x); }
 template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> abs(const xsimd::batch<T, A>& x) noexcept { return xsimd::abs(x); }
+// Note [xsimd edge cases]: xsimd 8 scales exp's result by 2^k with an ldexp that is wrong
+// when 2^k is not a normal number, so exp (and expm1, pow, sigmoid, ...) overflowed early
+// (float: inf above 88.38 though exp is finite to 88.72; double: above 709.1) and flushed
+// denormal results to 0; double log/log2 are wrong for denormal inputs and double erf is NaN
+// above ~1e62; floor/ceil/nearbyint (SSE2) and expm1/log1p drop the sign of a zero result,
+// AVX-512 negation gives -(+0) = +0, and pow misses C's special cases (pow(x, 0) = 1,
+// pow(0, -1) = inf, pow(1, nan) = 1, pow(-inf, 0.5) = inf, ...). The wrappers below restore
+// std:: semantics; other lanes keep xsimd's result bit for bit. test/simd/math.cpp checks them.
+/// exp(x) = p 2^k with k = round(x / ln 2) is right in xsimd while 2^k is a normal number,
+/// x in [(emin - 0.5) ln 2, (emax + 0.5) ln 2], and above its flush-to-0 bound (double: -708.4).
+template <class T>
+inline constexpr T exp_low = std::is_same_v<T, float> ? T(-87.6) : T(-708.0);
+template <class T>
+inline constexpr T exp_high = std::is_same_v<T, float> ? T(88.37) : T(709.4);
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> exp(const xsimd::batch<T, A>& x) noexcept {
+  using B = xsimd::batch<T, A>;
+  B r = xsimd::exp(x);
+  const auto edge = (x < B(exp_low<T>)) | (x > B(exp_high<T>));
+  if (xsimd::any(edge)) {  // exp(x) = exp(x/2)^2 overflows/underflows exactly where exp does
+    const B h = xsimd::exp(x * B(T(0.5)));
+    r = xsimd::select(edge, h * h, r);
+  }
+  return r;
+}
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> expm1(const xsimd::batch<T, A>& x) noexcept {
+  using B = xsimd::batch<T, A>;
+  B r = xsimd::select(x == B(T(0)), x, xsimd::expm1(x));
+  const auto big = x > B(exp_high<T>);
+  if (xsimd::any(big)) r = xsimd::select(big, simd::exp(x), r);  // e^x - 1 == e^x there
+  return r;
+}
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> log(const xsimd::batch<T, A>& x) noexcept {
+  using B = xsimd::batch<T, A>;
+  B r = xsimd::log(x);
+  const auto tiny = (x > B(T(0))) & (x < B(std::numeric_limits<T>::min()));
+  if (xsimd::any(tiny))  // log(x) = log(x 2^54) - 54 ln 2
+    r = xsimd::select(tiny, xsimd::log(x * B(T(0x1p54))) - B(T(54 * 0.693147180559945309417)), r);
+  return r;
+}
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> log2(const xsimd::batch<T, A>& x) noexcept {
+  using B = xsimd::batch<T, A>;
+  B r = xsimd::log2(x);
+  const auto tiny = (x > B(T(0))) & (x < B(std::numeric_limits<T>::min()));
+  if (xsimd::any(tiny)) r = xsimd::select(tiny, xsimd::log2(x * B(T(0x1p54))) - B(T(54)), r);
+  return r;
+}
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> erf(const xsimd::batch<T, A>& x) noexcept {
+  using B = xsimd::batch<T, A>;  // erf(x) rounds to +-1 for |x| > 6 in float and double
+  return xsimd::select(xsimd::abs(x) > B(T(6)), xsimd::copysign(B(T(1)), x), xsimd::erf(x));
+}
+template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> log1p(const xsimd::batch<T, A>& x) noexcept { return xsimd::select(x == xsimd::batch<T, A>(T(0)), x, xsimd::log1p(x)); }
+template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> floor(const xsimd::batch<T, A>& x) noexcept { return xsimd::copysign(xsimd::floor(x), x); }
+template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> ceil(const xsimd::batch<T, A>& x) noexcept { return xsimd::copysign(xsimd::ceil(x), x); }
+template <class T, class A> EMBER_ALWAYS_INLINE xsimd::batch<T, A> nearbyint(const xsimd::batch<T, A>& x) noexcept { return xsimd::copysign(xsimd::nearbyint(x), x); }
+/// -x by flipping the sign bit (xsimd 8's AVX-512 negation computes 0 - x, giving -(+0) = +0).
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch<T, A> neg(const xsimd::batch<T, A>& x) noexcept {
+  return x ^ xsimd::batch<T, A>(T(-0.0));
+}
+/// a^b as exp(b log|a|) (xsimd's method, with ember's exp) plus C's special cases.
 template <class T, class A>
 EMBER_ALWAYS_INLINE xsimd::batch<T, A> pow(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b) noexcept {
-  return xsimd::pow(a, b);
+  using B = xsimd::batch<T, A>;
+  const B zero(T(0)), one(T(1)), inf(std::numeric_limits<T>::infinity());
+  const auto b_int = xsimd::is_flint(b);  // false for inf and NaN
+  const auto b_odd = b_int & !xsimd::is_flint(b * B(T(0.5)));
+  const B mag = simd::exp(b * simd::log(xsimd::abs(a)));  // |a|^b, also right for |a| = 0, inf
+  B r = xsimd::select(b_odd & (a < zero), simd::neg(mag), mag);
+  r = xsimd::select((a < zero) & (a > -inf) & !b_int & !xsimd::isinf(b),
+                    B(std::numeric_limits<T>::quiet_NaN()), r);  // negative base, fractional b
+  r = xsimd::select(((a == zero) | xsimd::isinf(a)) & b_odd, xsimd::copysign(mag, a), r);
+  return xsimd::select((a == one) | (b == zero) | ((a == -one) & xsimd::isinf(b)), one, r);
 }
 template <class T, class A>
 EMBER_ALWAYS_INLINE xsimd::batch<T, A> select(const xsimd::batch_bool<T, A>& c, const xsimd::batch<T, A>& a,
                                               const xsimd::batch<T, A>& b) noexcept {
   return xsimd::select(c, a, b);
+}
+/// NaN test for batches: xsimd's isnan (on AVX, xsimd 8's != is an ordered compare that is
+/// false for NaN, so x != x would not detect it).
+template <class T, class A>
+EMBER_ALWAYS_INLINE xsimd::batch_bool<T, A> isnan(const xsimd::batch<T, A>& x) noexcept {
+  return xsimd::isnan(x);
 }
 template <class T, class A>
 EMBER_ALWAYS_INLINE xsimd::batch_bool<T, A> lor(const xsimd::batch_bool<T, A>& a,
