@@ -252,4 +252,15 @@ void assign(const tensor<T>& dst, const E& e, const char* op) {
   dst.impl().storage->bump_version();
 }
 
+/// A tensor for an operand: a tensor as is (a handle, no copy), an expression evaluated in one
+/// fused pass. Non-elementwise ops call this first: they are fusion boundaries.
+template <class E>
+tensor<typename std::remove_cvref_t<E>::value_type> materialize(const E& e) {
+  if constexpr (is_tensor_v<E>) {
+    return e;
+  } else {
+    return evaluate(e);
+  }
+}
+
 }  // namespace ember::detail

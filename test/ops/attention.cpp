@@ -1,0 +1,2 @@
+// Tests for include/ember/ops/attention (being written).
+#include <catch2/catch.hpp>

@@ -1,0 +1,2 @@
+// Tests for include/ember/ops/conv (being written).
+#include <catch2/catch.hpp>

@@ -1,0 +1,2 @@
+// Tests for include/ember/ops/index (being written).
+#include <catch2/catch.hpp>

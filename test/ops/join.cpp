@@ -1,0 +1,2 @@
+// Tests for include/ember/ops/join (being written).
+#include <catch2/catch.hpp>
