@@ -138,13 +138,15 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
   }
 }
 
-/// Every leaf of an expression must live on `dev`; mixing devices is an error naming both.
-template <class E>
-void check_devices(const E& e, device dev, const char* op) {
+/// Calls f(t) for every tensor leaf t of an expression (a tensor operand is its own leaf), in
+/// order, left to right.
+template <class E, class F>
+void for_each_tensor_leaf(const E& e, F&& f) {
   auto visit = [&](const auto& self, const auto& node) -> void {
-    if constexpr (requires { node.t; }) {
-      check(node.t.device() == dev, errc::device, op, ": expression mixes tensors on ",
-            node.t.device(), " and ", dev);
+    if constexpr (is_tensor_v<decltype(node)>) {
+      f(node);
+    } else if constexpr (requires { node.t; }) {
+      f(node.t);
     } else if constexpr (requires { node.c; }) {
       self(self, node.a); self(self, node.b); self(self, node.c);
     } else if constexpr (requires { node.b; }) {
@@ -156,25 +158,24 @@ void check_devices(const E& e, device dev, const char* op) {
   visit(visit, e);
 }
 
+/// Every leaf of an expression must live on `dev`; mixing devices is an error naming both.
+template <class E>
+void check_devices(const E& e, device dev, const char* op) {
+  for_each_tensor_leaf(e, [&](const auto& t) {
+    check(t.device() == dev, errc::device, op, ": expression mixes tensors on ", t.device(),
+          " and ", dev);
+  });
+}
+
 /// The device of an expression's first tensor leaf (cpu for all-scalar expressions).
 template <class E>
 device expression_device(const E& e) {
   device d = cpu;
   bool found = false;
-  auto visit = [&](const auto& self, const auto& node) -> void {
-    if (found) return;
-    if constexpr (requires { node.t; }) {
-      d = node.t.device();
-      found = true;
-    } else if constexpr (requires { node.c; }) {
-      self(self, node.a); self(self, node.b); self(self, node.c);
-    } else if constexpr (requires { node.b; }) {
-      self(self, node.a); self(self, node.b);
-    } else if constexpr (requires { node.a; }) {
-      self(self, node.a);
-    }
-  };
-  visit(visit, e);
+  for_each_tensor_leaf(e, [&](const auto& t) {
+    if (!found) d = t.device();
+    found = true;
+  });
   return d;
 }
 
@@ -187,32 +188,22 @@ bool aliases(const tensor<T>& dst, const E& e) {
   const std::pair<std::int64_t, std::int64_t> drange = extent_range(dst.shape(), dst.strides());
   const std::int64_t dlo = drange.first, dhi = drange.second;
   const auto base = reinterpret_cast<std::uintptr_t>(dst.storage()->data());
-  auto visit = [&](const auto& self, const auto& node) -> void {
-    if constexpr (requires { node.t; }) {
-      const auto& t = node.t;
-      if (t.storage() != dst.storage() || t.numel() == 0) return;
-      using U = typename std::remove_cvref_t<decltype(t)>::value_type;
-      if constexpr (std::is_same_v<U, T>) {
-        if (t.storage_offset() == dst.storage_offset() &&
-            broadcast_strides(t.shape(), t.strides(), dst.shape()) == dst.strides() &&
-            t.shape().rank() == dst.shape().rank() && t.shape() == dst.shape())
-          return;  // reads element i before writing element i: safe
-      }
-      const auto [lo, hi] = extent_range(t.shape(), t.strides());
-      const auto a0 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dlo) * std::int64_t(sizeof(T)));
-      const auto a1 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dhi + 1) * std::int64_t(sizeof(T)));
-      const auto b0 = base + static_cast<std::uintptr_t>((t.storage_offset() + lo) * std::int64_t(sizeof(U)));
-      const auto b1 = base + static_cast<std::uintptr_t>((t.storage_offset() + hi + 1) * std::int64_t(sizeof(U)));
-      hit = hit || (a0 < b1 && b0 < a1);
-    } else if constexpr (requires { node.c; }) {
-      self(self, node.a); self(self, node.b); self(self, node.c);
-    } else if constexpr (requires { node.b; }) {
-      self(self, node.a); self(self, node.b);
-    } else if constexpr (requires { node.a; }) {
-      self(self, node.a);
+  for_each_tensor_leaf(e, [&](const auto& t) {
+    if (t.storage() != dst.storage() || t.numel() == 0) return;
+    using U = typename std::remove_cvref_t<decltype(t)>::value_type;
+    if constexpr (std::is_same_v<U, T>) {
+      if (t.storage_offset() == dst.storage_offset() &&
+          broadcast_strides(t.shape(), t.strides(), dst.shape()) == dst.strides() &&
+          t.shape().rank() == dst.shape().rank() && t.shape() == dst.shape())
+        return;  // reads element i before writing element i: safe
     }
-  };
-  visit(visit, e);
+    const auto [lo, hi] = extent_range(t.shape(), t.strides());
+    const auto a0 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dlo) * std::int64_t(sizeof(T)));
+    const auto a1 = base + static_cast<std::uintptr_t>((dst.storage_offset() + dhi + 1) * std::int64_t(sizeof(T)));
+    const auto b0 = base + static_cast<std::uintptr_t>((t.storage_offset() + lo) * std::int64_t(sizeof(U)));
+    const auto b1 = base + static_cast<std::uintptr_t>((t.storage_offset() + hi + 1) * std::int64_t(sizeof(U)));
+    hit = hit || (a0 < b1 && b0 < a1);
+  });
   return hit;
 }
 
