@@ -317,6 +317,51 @@ TEMPLATE_TEST_CASE("reductions fuse with their input expression", "[reduce]", fl
   check_close(am, ga.out_shape, wa, 0.0);
 }
 
+TEMPLATE_TEST_CASE("outer reductions (innermost dim kept) on rows wider than a packet",
+                   "[reduce]", float, double) {
+  // Note [Outer reduction]: rows combined into a row of accumulators; odd widths leave a
+  // partial last packet, 600 rows cross the float-block flush (256 rows)
+  using T = TestType;
+  em::generator g(23);
+  const double tol = tol_of<T>;
+  const auto x = em::randn<T>({600, 3, 37}, g);
+  const auto v = host(x);
+  for (const auto& dims : {std::vector<std::int64_t>{0}, {1}, {0, 1}, {-3, -2}}) {
+    for (const bool keep : {false, true}) {
+      INFO("dims " << em::shape(dims) << " keepdim " << keep);
+      const grouping gr = group_by(v, x.shape(), dims, false, keep);
+      std::vector<double> ws, wmx, wv;
+      for (const auto& grp : gr.groups) {
+        ws.push_back(ref_sum(grp));
+        wmx.push_back(ref_max(grp));
+        wv.push_back(ref_var(grp, true));
+      }
+      check_close(em::sum(x, em::shape(dims), keep), gr.out_shape, ws, tol);
+      check_close(em::amax(x, em::shape(dims), keep), gr.out_shape, wmx, 0.0);
+      check_close(em::var(x, em::shape(dims), true, keep), gr.out_shape, wv, tol);
+    }
+  }
+  // a broadcast leaf (stride 0 along the kept row) and a fused expression
+  const auto c = em::randn<T>({600, 1}, g);
+  const auto y = em::randn<T>({600, 45}, g);
+  const auto cv = host(c), yv = host(y);
+  std::vector<double> want(45, 0.0);
+  for (std::int64_t i = 0; i < 600; ++i)
+    for (std::int64_t j = 0; j < 45; ++j) want[j] += yv[i * 45 + j] * cv[i] + 1.0;
+  check_close(em::sum(y * c + T(1), 0), {45}, want, tol);
+  // NaN in one column propagates through amax, the other columns are untouched
+  auto z = em::randn<T>({300, 40}, g);
+  z.data()[123 * 40 + 17] = std::numeric_limits<T>::quiet_NaN();
+  const auto zm = em::amax(z, 0);
+  const auto zv = host(z);
+  for (std::int64_t j = 0; j < 40; ++j) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (std::int64_t i = 0; i < 300; ++i) m = std::max(m, zv[i * 40 + j]);
+    if (j == 17) CHECK(std::isnan(zm.data()[j]));
+    else CHECK(zm.data()[j] == m);
+  }
+}
+
 TEST_CASE("integer reductions are exact", "[reduce]") {
   const auto i = em::arange<std::int64_t>(0, 100).reshape({10, 10});
   CHECK(em::sum(i).item() == 4950);

@@ -234,6 +234,118 @@ auto reduce_block(const reduce_plan<E>& plan, std::int64_t o, std::int64_t b0, s
 /// Elements per reduction block (Note [Reduction order]).
 inline constexpr std::int64_t reduce_block_size = 16384;
 
+/// Rows per float block of an outer reduction before its packets are added into P.
+inline constexpr std::int64_t outer_block_rows = 256;
+
+/// Note [Outer reduction]: when the innermost dim is kept (sum(X, 0) of a row-major X), every
+/// output is a column. Walking each column with a stride would touch one element per cache
+/// line; instead each reduced row is combined, packet by packet, into a row of accumulators
+/// (the input streams in memory order). Accumulators are T over blocks of outer_block_rows
+/// rows, then added into P (double for float sums): blocked summation, the same precision as
+/// the row path (Note [Reduction order]). Columns are split into panels for the threads; a
+/// column's order of additions does not depend on the split, so results do not depend on the
+/// thread count. Returns false (nothing written) when the layout does not fit.
+template <class Op, class E>
+bool reduce_outer(const reduce_plan<E>& plan, typename E::value_type* out) {
+#if EMBER_HAS_XSIMD
+  using T = typename E::value_type;
+  using P = typename Op::template partial<T>;
+  if constexpr (vectorizable_v<E> && simd::has_batch_v<T>) {
+    constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+    if (plan.kept.empty()) return false;
+    const std::int64_t m = plan.kept.back();
+    if (m < W) return false;
+    bool unit = true;
+    for (const shape& st : plan.kept_st) {
+      if (st.back() != 0 && st.back() != 1) return false;
+      unit = unit && st.back() == 1;
+    }
+    // the reduced group in full (outer dims, then the innermost reduced dim)
+    shape rs = plan.red_outer;
+    rs.push_back(plan.n);
+    std::vector<shape> rst = plan.red_outer_st;
+    for (std::size_t k = 0; k < rst.size(); ++k) rst[k].push_back(plan.inner[k]);
+    const std::int64_t outer = plan.outputs / m;
+    std::int64_t pw = std::min<std::int64_t>(m, 1024);
+    const std::int64_t threads = get_num_threads();
+    if (outer * ((m + pw - 1) / pw) < threads && m >= 2 * W)
+      pw = std::max(W, ((m + threads - 1) / threads + W - 1) / W * W);
+    const std::int64_t panels = (m + pw - 1) / pw;
+    auto task = [&](auto mode_tag, std::int64_t t) {
+      constexpr load_mode M = decltype(mode_tag)::value;
+      using B = simd::batch<T>;
+      const std::int64_t ko = t / panels, j0 = (t % panels) * pw, j1 = std::min(m, j0 + pw);
+      const std::int64_t width = j1 - j0, padded = (width + W - 1) / W * W;
+      std::vector<T> acc(static_cast<std::size_t>(padded));
+      std::vector<P> total;
+      constexpr bool two_level = !std::is_same_v<P, T>;
+      if constexpr (two_level) total.assign(static_cast<std::size_t>(width), P(Op::template identity<T>()));
+      std::fill(acc.begin(), acc.end(), Op::template identity<T>());
+      evaluator<E> ev = plan.ev;
+      std::vector<std::int64_t> base, off(rst.size(), 0);
+      {
+        std::size_t k = 0;
+        ev.for_each_leaf([&](auto& l) {
+          l.inner = plan.kept_st[k].back();
+          base.push_back(group_offset(ko * m, plan.kept, plan.kept_st[k]));
+          ++k;
+        });
+      }
+      shape idx(rs.size(), 0);
+      auto flush = [&] {
+        for (std::int64_t j = 0; j < width; ++j)
+          total[static_cast<std::size_t>(j)] = Op::combine(total[static_cast<std::size_t>(j)], P(acc[static_cast<std::size_t>(j)]));
+        std::fill(acc.begin(), acc.end(), Op::template identity<T>());
+      };
+      for (std::int64_t r = 0; r < plan.count; ++r) {
+        {
+          std::size_t k = 0;
+          ev.for_each_leaf([&](auto& l) {
+            l.pos = base[k] + off[k];
+            l.start_row();
+            ++k;
+          });
+        }
+        T* a = acc.data();
+        std::int64_t j = j0;
+        for (; j + W <= j1; j += W, a += W)
+          simd::store(a, Op::combine(simd::load(a), B(ev.template packet<M>(j))));
+        if (j < j1) simd::store(a, Op::combine(simd::load(a), B(ev.packet_partial(j, j1 - j))));
+        if constexpr (two_level) {
+          if ((r + 1) % outer_block_rows == 0) flush();
+        }
+        // next reduced row: odometer over rs, innermost first
+        for (std::size_t d = rs.size(); d-- > 0;) {
+          for (std::size_t k = 0; k < off.size(); ++k) off[k] += rst[k][d];
+          if (++idx[d] < rs[d]) break;
+          for (std::size_t k = 0; k < off.size(); ++k) off[k] -= rst[k][d] * rs[d];
+          idx[d] = 0;
+        }
+      }
+      T* o = out + ko * m + j0;
+      if constexpr (two_level) {
+        flush();
+        for (std::int64_t j = 0; j < width; ++j) o[j] = static_cast<T>(total[static_cast<std::size_t>(j)]);
+      } else {
+        std::copy_n(acc.data(), width, o);
+      }
+    };
+    const std::int64_t tasks = outer * panels;
+    const std::int64_t grain = std::max<std::int64_t>(1, elementwise_grain / std::max<std::int64_t>(1, plan.count * pw));
+    parallel_for(0, tasks, grain, [&](std::int64_t t0, std::int64_t t1) {
+      for (std::int64_t t = t0; t < t1; ++t) {
+        if (unit) task(std::integral_constant<load_mode, load_mode::unit>{}, t);
+        else task(std::integral_constant<load_mode, load_mode::bcast>{}, t);
+      }
+    });
+    return true;
+  }
+#endif
+  (void)plan;
+  (void)out;
+  return false;
+}
+
 /// Op over the dims in `mask` of expression e; output shape per keepdim.
 template <class Op, class E>
 tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
@@ -254,6 +366,7 @@ tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask,
     std::fill_n(o, out.numel(), Op::template identity<T>());
     return out;
   }
+  if (!plan.kept.empty() && plan.kept_st.size() && reduce_outer<Op>(plan, o)) return out;
   const std::int64_t blocks = (plan.count + reduce_block_size - 1) / reduce_block_size;
   const std::int64_t tasks = plan.outputs * blocks;
   std::vector<P> partial(static_cast<std::size_t>(tasks));
