@@ -28,6 +28,9 @@
 #include <ember/expr/unary.hpp>
 #include <ember/io/print.hpp>
 #include <ember/ops/factory.hpp>
+#include <ember/ops/index.hpp>
+#include <ember/ops/join.hpp>
+#include <ember/ops/scan.hpp>
 #include <ember/ops/softmax.hpp>
 #include <ember/simd/batch.hpp>
 #include <ember/simd/math.hpp>

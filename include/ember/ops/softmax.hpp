@@ -112,4 +112,19 @@ tensor<value_type_t<E>> log_softmax(const E& e, std::int64_t dim) {
   return detail::softmax_impl<true>(e, dim, "log_softmax");
 }
 
+namespace nn::functional {
+
+/// F::softmax(x, dim): ember::softmax, under torch.nn.functional's name.
+template <operand E>
+tensor<value_type_t<E>> softmax(const E& e, std::int64_t dim) {
+  return ember::softmax(e, dim);
+}
+
+/// F::log_softmax(x, dim): ember::log_softmax, under torch.nn.functional's name.
+template <operand E>
+tensor<value_type_t<E>> log_softmax(const E& e, std::int64_t dim) {
+  return ember::log_softmax(e, dim);
+}
+
+}  // namespace nn::functional
 }  // namespace ember

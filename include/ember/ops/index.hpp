@@ -1,0 +1,626 @@
+// Indexing ops: index_select, gather, scatter / scatter_add, index_add, embedding, one_hot,
+// masked_fill and masked_select, with their kernels in ember::detail (shared with backward:
+// scatter_add is gather's adjoint, index_add index_select's and embedding's).
+#pragma once
+
+#include <ember/core/error.hpp>
+#include <ember/core/parallel.hpp>
+#include <ember/eval/assign.hpp>
+#include <ember/eval/strided.hpp>
+#include <ember/ops/factory.hpp>
+#include <ember/tensor.hpp>
+
+#include <algorithm>
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace ember {
+
+/// Element types an index tensor may hold: std::int64_t (as PyTorch) or std::int32_t.
+template <class I>
+concept index_element = std::same_as<I, std::int64_t> || std::same_as<I, std::int32_t>;
+
+namespace detail {
+
+/// An operand as a defined CPU tensor (a tensor as is, an expression evaluated once).
+template <class E>
+tensor<value_type_t<E>> cpu_operand(const E& e, const char* op) {
+  tensor<value_type_t<E>> t = materialize(e);
+  check(t.defined(), errc::value, op, ": got an undefined tensor");
+  check(t.device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
+        t.device(), " without a device backend");
+  return t;
+}
+
+/// A new tensor with the operand's values that the caller may overwrite (an expression's
+/// result is already one; a tensor is cloned).
+template <class E>
+tensor<value_type_t<E>> fresh_copy(const E& e, const char* op) {
+  if constexpr (is_tensor_v<E>) return cpu_operand(e, op).clone();
+  else return cpu_operand(e, op);
+}
+
+template <class I>
+constexpr void require_index_type() {
+  static_assert(index_element<I>,
+                "ember: index tensors must hold std::int64_t (or std::int32_t); convert them "
+                "with .to<std::int64_t>()");
+}
+
+template <class T, class S>
+constexpr void require_same_source_type() {
+  static_assert(std::is_same_v<T, S>, "ember: src must have the input's element type; convert "
+                "it with .to<T>() or em::cast<T>(expr)");
+}
+
+/// a + b for any element type: logical or for bool, through float for half/bfloat16,
+/// modular for integers.
+template <class T>
+T add_elems(T a, T b) {
+  if constexpr (std::is_same_v<T, bool>) return a || b;
+  else if constexpr (std::is_same_v<T, half> || std::is_same_v<T, bfloat16>)
+    return T(static_cast<float>(a) + static_cast<float>(b));
+  else if constexpr (std::is_integral_v<T>)
+    return static_cast<T>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b));
+  else return a + b;
+}
+template <class T>
+T mul_elems(T a, T b) {
+  if constexpr (std::is_same_v<T, bool>) return a && b;
+  else if constexpr (std::is_same_v<T, half> || std::is_same_v<T, bfloat16>)
+    return T(static_cast<float>(a) * static_cast<float>(b));
+  else if constexpr (std::is_integral_v<T>)
+    return static_cast<T>(static_cast<std::uint64_t>(a) * static_cast<std::uint64_t>(b));
+  else return a * b;
+}
+
+/// Throws errc::index unless every index in `idx` lies in [0, n): the message names the
+/// index, the dimension, its size and the input's shape. Indices are validated before any
+/// kernel writes, so an error never leaves a half-updated tensor behind.
+template <class I>
+void check_index_range(const tensor<I>& idx, std::int64_t n, std::int64_t dim,
+                       const shape& self_shape, const char* op) {
+  bool bad = false;
+  I first{};
+  for_each_element(idx.shape(), {&idx.strides()}, [&](const I& v) {
+    if (!bad && (v < 0 || v >= n)) {
+      bad = true;
+      first = v;
+    }
+  }, idx.data());
+  if (bad)
+    fail(errc::index, op, ": index ", first, " is out of range for dimension ", dim, " of size ",
+         n, " (input shape ", self_shape, ")");
+}
+
+/// Note [Parallel rows]: for_each_row over `sizes`, with dimension `cut` split into chunks run
+/// by the pool (cut < 0: serial). Callers cut a dimension along which chunks never write the
+/// same element; `row` must be safe to call from several threads.
+template <class Row, class... Ptrs>
+void parallel_rows(const shape& sizes, const std::array<const shape*, sizeof...(Ptrs)>& strides,
+                   std::int64_t cut, Row&& row, Ptrs... base) {
+  const std::int64_t total = sizes.numel();
+  if (total == 0) return;
+  const auto c = static_cast<std::size_t>(cut);
+  if (cut < 0 || sizes[c] < 2 || total < 2 * elementwise_grain) {
+    for_each_row(sizes, strides, row, base...);
+    return;
+  }
+  const std::int64_t per = total / sizes[c];
+  parallel_for(0, sizes[c], std::max<std::int64_t>(1, elementwise_grain / per),
+               [&](std::int64_t b, std::int64_t e) {
+                 shape s = sizes;
+                 s[c] = e - b;
+                 [&]<std::size_t... K>(std::index_sequence<K...>) {
+                   for_each_row(s, strides, row, (base + b * (*strides[K])[c])...);
+                 }(std::index_sequence_for<Ptrs...>{});
+               });
+}
+
+/// The largest dimension other than `skip` (-1 when there is none), to cut work along.
+inline std::int64_t widest_dim(const shape& s, std::int64_t skip = -1) {
+  std::int64_t best = -1;
+  for (std::int64_t d = 0; d < s.rank(); ++d)
+    if (d != skip && (best < 0 || s[d] > s[best])) best = d;
+  return best;
+}
+
+/// Note [Around a dim]: N operands seen as (outer, dim, inner): the dims before `dim` and the
+/// dims after it are coalesced separately (Note [Coalescing]), so a contiguous tensor has one
+/// outer and one unit-stride inner dim and its inner rows copy like memcpy.
+template <std::size_t N>
+struct around_dim {
+  strided_plan<N> outer, inner;
+  std::array<std::int64_t, N> stride{};  ///< each operand's stride along dim
+
+  around_dim(const shape& sizes, const std::array<const shape*, N>& strides, std::int64_t dim) {
+    const auto d = static_cast<std::size_t>(dim);
+    shape pre(sizes.begin(), sizes.begin() + dim), post(sizes.begin() + dim + 1, sizes.end());
+    std::array<shape, N> pre_st, post_st;
+    std::array<const shape*, N> pre_p{}, post_p{};
+    for (std::size_t k = 0; k < N; ++k) {
+      const shape& st = *strides[k];
+      pre_st[k] = shape(st.begin(), st.begin() + dim);
+      post_st[k] = shape(st.begin() + dim + 1, st.end());
+      pre_p[k] = &pre_st[k];
+      post_p[k] = &post_st[k];
+      stride[k] = st[d];
+    }
+    outer = coalesce<N>(pre, pre_p);
+    inner = coalesce<N>(post, post_p);
+  }
+  std::int64_t outer_numel() const { return outer.sizes.numel(); }
+  std::int64_t inner_numel() const { return inner.sizes.numel(); }
+  /// Operand k's element offset of outer position o (row-major over the outer dims).
+  std::int64_t outer_offset(std::size_t k, std::int64_t o) const {
+    std::int64_t off = 0;
+    for (std::size_t d = outer.sizes.size(); d-- > 0;) {
+      off += (o % outer.sizes[d]) * outer.strides[k][d];
+      o /= outer.sizes[d];
+    }
+    return off;
+  }
+  /// f(dst[i], src[i]) over one inner block of operands 0 (dst) and 1 (src).
+  template <class D, class S, class F>
+  void inner_apply(D* dst, const S* src, F&& f) const {
+    if (inner.sizes.size() == 1 && inner.strides[0][0] == 1 && inner.strides[1][0] == 1) {
+      const std::int64_t n = inner.sizes[0];
+      for (std::int64_t i = 0; i < n; ++i) f(dst[i], src[i]);
+    } else {
+      for_each_element(inner.sizes, {&inner.strides[0], &inner.strides[1]}, f, dst, src);
+    }
+  }
+};
+
+/// index_select core: out (contiguous, size m along d) = x rows idx[0..m) along d.
+/// Indices must already be validated (check_index_range).
+template <class T, class I>
+void index_select_kernel(const tensor<T>& out, const tensor<T>& x, std::int64_t d, const I* idx,
+                         std::int64_t m) {
+  if (out.numel() == 0) return;
+  const around_dim<2> g(out.shape(), {&out.strides(), &x.strides()}, d);
+  const std::int64_t inner = g.inner_numel(), total = g.outer_numel() * m;
+  T* const op = out.data();
+  const T* const xp = x.data();
+  parallel_for(0, total, std::max<std::int64_t>(1, elementwise_grain / inner),
+               [&](std::int64_t b, std::int64_t e) {
+                 std::int64_t o = b / m, j = b % m;
+                 std::int64_t oo = g.outer_offset(0, o), xo = g.outer_offset(1, o);
+                 for (std::int64_t t = b; t < e; ++t) {
+                   g.inner_apply(op + oo + j * g.stride[0],
+                                 xp + xo + static_cast<std::int64_t>(idx[j]) * g.stride[1],
+                                 [](T& a, const T& v) { a = v; });
+                   if (++j == m && t + 1 < e) {
+                     j = 0;
+                     ++o;
+                     oo = g.outer_offset(0, o);
+                     xo = g.outer_offset(1, o);
+                   }
+                 }
+               });
+}
+
+/// index_add core: dst.select(d, idx[j]) += alpha * src.select(d, j) for j in [0, m), skipping
+/// j where idx[j] == skip (embedding's padding_idx). dst may be any writable strided tensor;
+/// duplicates accumulate. Indices must already be validated.
+template <class T, class I>
+void index_add_kernel(const tensor<T>& dst, std::int64_t d, const I* idx, std::int64_t m,
+                      const tensor<T>& src, T alpha, std::optional<std::int64_t> skip = {}) {
+  if (src.numel() == 0) return;
+  const around_dim<2> g(src.shape(), {&dst.strides(), &src.strides()}, d);
+  const std::int64_t outer = g.outer_numel(), inner = g.inner_numel();
+  T* const dp = dst.data();
+  const T* const sp = src.data();
+  const bool scaled = !(alpha == T(1));
+  auto acc = [&](T& a, const T& v) { a = add_elems(a, scaled ? mul_elems(v, alpha) : v); };
+  auto rows = [&](std::int64_t o, std::int64_t c0, std::int64_t c1) {
+    const std::int64_t doff = g.outer_offset(0, o), soff = g.outer_offset(1, o);
+    for (std::int64_t j = 0; j < m; ++j) {
+      const auto r = static_cast<std::int64_t>(idx[j]);
+      if (skip && r == *skip) continue;
+      T* drow = dp + doff + r * g.stride[0];
+      const T* srow = sp + soff + j * g.stride[1];
+      if (c0 < 0) {
+        g.inner_apply(drow, srow, acc);
+      } else {  // a column range of a 1-D inner block
+        const std::int64_t ds = g.inner.strides[0][0], ss = g.inner.strides[1][0];
+        for (std::int64_t c = c0; c < c1; ++c) acc(drow[c * ds], srow[c * ss]);
+      }
+    }
+  };
+  // distinct outer positions (or distinct inner columns) never write the same element
+  if (outer > 1 || g.inner.sizes.size() != 1) {
+    parallel_for(0, outer, std::max<std::int64_t>(1, elementwise_grain / std::max<std::int64_t>(1, m * inner)),
+                 [&](std::int64_t b, std::int64_t e) {
+                   for (std::int64_t o = b; o < e; ++o) rows(o, -1, -1);
+                 });
+  } else {
+    parallel_for(0, inner, std::max<std::int64_t>(64, elementwise_grain / std::max<std::int64_t>(1, m)),
+                 [&](std::int64_t b, std::int64_t e) { rows(0, b, e); });
+  }
+}
+
+/// gather core: out (idx's shape) = x[..., idx[...], ...] along d. Indices validated.
+template <class T, class I>
+void gather_kernel(const tensor<T>& out, const tensor<T>& x, std::int64_t d, const tensor<I>& idx) {
+  shape xst = x.strides();
+  const std::int64_t xd = xst[static_cast<std::size_t>(d)];
+  xst[static_cast<std::size_t>(d)] = 0;  // position d comes from the index
+  parallel_rows(idx.shape(), {&out.strides(), &idx.strides(), &xst}, widest_dim(idx.shape()),
+                [xd](std::int64_t n, auto p, const auto& st) {
+                  auto [o, ix, xp] = p;
+                  for (std::int64_t i = 0; i < n; ++i)
+                    o[i * st[0]] = xp[i * st[2] + static_cast<std::int64_t>(ix[i * st[1]]) * xd];
+                },
+                out.data(), static_cast<const I*>(idx.data()), static_cast<const T*>(x.data()));
+}
+
+/// scatter / scatter_add core: self[..., idx[...], ...] = (or +=) src[...] along d, over idx's
+/// shape. Work is cut along a dim other than d, so threads never write the same element and
+/// duplicates resolve in index order (scatter: the last one wins). Indices validated.
+template <bool Add, class T, class I>
+void scatter_kernel(const tensor<T>& self, std::int64_t d, const tensor<I>& idx,
+                    const tensor<T>& src) {
+  shape sst = self.strides();
+  const std::int64_t sd = sst[static_cast<std::size_t>(d)];
+  sst[static_cast<std::size_t>(d)] = 0;
+  parallel_rows(idx.shape(), {&sst, &idx.strides(), &src.strides()}, widest_dim(idx.shape(), d),
+                [sd](std::int64_t n, auto p, const auto& st) {
+                  auto [s, ix, sr] = p;
+                  for (std::int64_t i = 0; i < n; ++i) {
+                    T& dst = s[i * st[0] + static_cast<std::int64_t>(ix[i * st[1]]) * sd];
+                    if constexpr (Add) dst = add_elems(dst, sr[i * st[2]]);
+                    else dst = sr[i * st[2]];
+                  }
+                },
+                self.data(), static_cast<const I*>(idx.data()), static_cast<const T*>(src.data()));
+}
+
+/// 0-d tensors take part in gather/scatter as 1-D tensors of one element (as PyTorch).
+template <class T>
+tensor<T> at_least_1d(const tensor<T>& t) {
+  return t.dim() == 0 ? t.reshape({1}) : t;
+}
+
+/// Shape rules of gather (src undefined) and scatter: equal ranks; idx no larger than src in
+/// any dim, and no larger than self in any dim but d.
+template <class T, class I>
+void check_scatter_shapes(const tensor<T>& self, std::int64_t d, const tensor<I>& idx,
+                          const tensor<T>* src, const char* op) {
+  check(idx.dim() == self.dim() && (!src || src->dim() == self.dim()), errc::shape, op,
+        ": index ", idx.shape(), src ? ", src " : "", src ? src->shape() : shape{},
+        " and input ", self.shape(), " must have the same number of dimensions");
+  for (std::int64_t k = 0; k < idx.dim(); ++k) {
+    check(k == d || idx.size(k) <= self.size(k), errc::shape, op, ": index shape ", idx.shape(),
+          " is larger than the input shape ", self.shape(), " in dimension ", k,
+          " (only dimension ", d, " may be larger)");
+    check(!src || idx.size(k) <= src->size(k), errc::shape, op, ": index shape ", idx.shape(),
+          " is larger than the src shape ", src ? src->shape() : shape{}, " in dimension ", k);
+  }
+}
+
+/// A contiguous 1-D copy of an index operand (rank <= 1 required).
+template <class I>
+tensor<I> index_vector(const tensor<I>& idx, const char* op) {
+  check(idx.dim() <= 1, errc::shape, op, ": the index must be a vector (rank <= 1), got shape ",
+        idx.shape());
+  return idx.reshape({idx.numel()}).contiguous();
+}
+
+template <class T, class I>
+tensor<T> index_select_impl(const tensor<T>& x_in, std::int64_t dim, const tensor<I>& idx_in,
+                            const char* op) {
+  const tensor<I> idx = index_vector(idx_in, op);
+  const std::int64_t d = wrap_dim(dim, x_in.dim(), op);
+  const tensor<T> x = at_least_1d(x_in);
+  const std::int64_t m = idx.numel();
+  check(x_in.dim() > 0 || m == 1, errc::shape, op, ": a 0-d input takes exactly one index, got ",
+        m);
+  check_index_range(idx, x.size(d), d, x_in.shape(), op);
+  shape s = x.shape();
+  s[static_cast<std::size_t>(d)] = m;
+  tensor<T> out = make_tensor<T>(s);
+  index_select_kernel(out, x, d, idx.data(), m);
+  return x_in.dim() == 0 ? out.reshape({}) : out;
+}
+
+/// index_select's backward: a zero tensor of `self_shape` with grad's slices added at idx.
+template <class T, class I>
+tensor<T> index_select_backward(const tensor<T>& grad, std::int64_t d, const tensor<I>& idx,
+                                const shape& self_shape) {
+  tensor<T> out = zeros<T>(self_shape);
+  const tensor<I> iv = index_vector(idx, "index_select_backward");
+  index_add_kernel(at_least_1d(out), d, iv.data(), iv.numel(), at_least_1d(grad), T(1));
+  return out;
+}
+
+/// gather's backward: scatter_add of grad into zeros of `self_shape`.
+template <class T, class I>
+tensor<T> gather_backward(const tensor<T>& grad, std::int64_t d, const tensor<I>& idx,
+                          const shape& self_shape) {
+  tensor<T> out = zeros<T>(self_shape);
+  scatter_kernel<true>(at_least_1d(out), d, at_least_1d(idx), at_least_1d(grad));
+  return out;
+}
+
+/// embedding's backward: grad (indices.shape + (D)) summed into rows of a (num_weights, D)
+/// zero tensor; rows at padding_idx get no gradient.
+template <class T, class I>
+tensor<T> embedding_backward(const tensor<T>& grad, const tensor<I>& indices,
+                             std::int64_t num_weights, std::optional<std::int64_t> padding_idx) {
+  const std::int64_t dim = grad.size(-1);
+  tensor<T> out = zeros<T>({num_weights, dim});
+  const tensor<I> iv = indices.reshape({indices.numel()}).contiguous();
+  index_add_kernel(out, 0, iv.data(), iv.numel(), grad.reshape({iv.numel(), dim}), T(1),
+                   padding_idx);
+  return out;
+}
+
+template <bool Add, class T, class I>
+void scatter_into(const tensor<T>& self, std::int64_t dim, const tensor<I>& idx_in,
+                  const tensor<T>& src_in, const char* op) {
+  const std::int64_t d = wrap_dim(dim, self.dim(), op);
+  const tensor<T> s = at_least_1d(self);
+  tensor<I> idx = at_least_1d(idx_in);
+  tensor<T> src = at_least_1d(src_in);
+  check_scatter_shapes(s, d, idx, &src, op);
+  s.check_writable(op);
+  check_index_range(idx, s.size(d), d, self.shape(), op);
+  if (src.storage() == s.storage()) src = src.clone();  // Note [Aliasing]
+  if constexpr (std::is_same_v<T, I>)
+    if (idx.storage() == s.storage()) idx = idx.clone();
+  scatter_kernel<Add>(s, d, idx, src);
+  self.impl().storage->bump_version();
+}
+
+template <class T, class I>
+void index_add_into(const tensor<T>& self, std::int64_t dim, const tensor<I>& idx_in,
+                    const tensor<T>& src_in, T alpha, const char* op) {
+  const std::int64_t d = wrap_dim(dim, self.dim(), op);
+  const tensor<T> s = at_least_1d(self);
+  tensor<I> idx = index_vector(idx_in, op);
+  tensor<T> src = at_least_1d(src_in);
+  shape want = s.shape();
+  want[static_cast<std::size_t>(d)] = idx.numel();
+  check(src.shape() == want, errc::shape, op, ": source shape ", src_in.shape(),
+        " does not match the input shape ", self.shape(), " with dimension ", d, " set to the ",
+        idx.numel(), " indices, i.e. ", want);
+  s.check_writable(op);
+  check_index_range(idx, s.size(d), d, self.shape(), op);
+  if (src.storage() == s.storage()) src = src.clone();
+  if constexpr (std::is_same_v<T, I>)
+    if (idx.storage() == s.storage()) idx = idx.clone();
+  index_add_kernel(s, d, idx.data(), idx.numel(), src, alpha);
+  self.impl().storage->bump_version();
+}
+
+}  // namespace detail
+
+/// The slices idx[0], idx[1], ... of x along dim (a new tensor; idx is a 1-D index tensor).
+///   em::index_select(a, 0, em::from_vector<std::int64_t>({0, 2}, {2}));  // rows 0 and 2
+/// Negative or too large indices are an errc::index error.
+template <operand E, operand Ix>
+tensor<value_type_t<E>> index_select(const E& x, std::int64_t dim, const Ix& idx) {
+  detail::require_index_type<value_type_t<Ix>>();
+  return detail::index_select_impl(detail::cpu_operand(x, "index_select"), dim,
+                                   detail::cpu_operand(idx, "index_select"), "index_select");
+}
+
+/// out[i][j] = x[idx[i][j]][j] (dim 0), x[i][idx[i][j]] (dim 1), ...: the output has idx's
+/// shape; idx has x's rank and is no larger than x except along dim.
+///   em::gather(a, 1, idx);
+template <operand E, operand Ix>
+tensor<value_type_t<E>> gather(const E& x_in, std::int64_t dim, const Ix& idx_in) {
+  using T = value_type_t<E>;
+  using I = value_type_t<Ix>;
+  detail::require_index_type<I>();
+  const tensor<T> x0 = detail::cpu_operand(x_in, "gather");
+  const tensor<I> idx0 = detail::cpu_operand(idx_in, "gather");
+  const std::int64_t d = wrap_dim(dim, x0.dim(), "gather");
+  const tensor<T> x = detail::at_least_1d(x0);
+  const tensor<I> idx = detail::at_least_1d(idx0);
+  detail::check_scatter_shapes<T, I>(x, d, idx, nullptr, "gather");
+  detail::check_index_range(idx, x.size(d), d, x0.shape(), "gather");
+  tensor<T> out = detail::make_tensor<T>(idx.shape());
+  detail::gather_kernel(out, x, d, idx);
+  return idx0.dim() == 0 ? out.reshape({}) : out;
+}
+
+/// In place: self[..., idx[...], ...] += src[...] along dim (duplicates accumulate); returns
+/// self. The adjoint of gather.
+template <class T, operand Ix, operand S>
+tensor<T> scatter_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
+  detail::require_index_type<value_type_t<Ix>>();
+  detail::require_same_source_type<T, value_type_t<S>>();
+  detail::scatter_into<true>(detail::cpu_operand(self, "scatter_add_"), dim,
+                             detail::cpu_operand(idx, "scatter_add_"),
+                             detail::cpu_operand(src, "scatter_add_"), "scatter_add_");
+  return self;
+}
+
+/// A copy of x with src added at the positions idx names along dim:
+///   em::scatter_add(em::zeros<float>({3}), 0, idx, src);   // a histogram-like sum
+template <operand E, operand Ix, operand S>
+tensor<value_type_t<E>> scatter_add(const E& x, std::int64_t dim, const Ix& idx, const S& src) {
+  tensor<value_type_t<E>> out = detail::fresh_copy(x, "scatter_add");
+  return scatter_add_(out, dim, idx, src);
+}
+
+/// In place: self[..., idx[...], ...] = src[...] along dim; returns self. With duplicate
+/// indices the last one (in idx's row-major order) wins.
+template <class T, operand Ix, operand S>
+tensor<T> scatter_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
+  detail::require_index_type<value_type_t<Ix>>();
+  detail::require_same_source_type<T, value_type_t<S>>();
+  detail::scatter_into<false>(detail::cpu_operand(self, "scatter_"), dim,
+                              detail::cpu_operand(idx, "scatter_"),
+                              detail::cpu_operand(src, "scatter_"), "scatter_");
+  return self;
+}
+
+/// A copy of x with src written at the positions idx names along dim.
+template <operand E, operand Ix, operand S>
+tensor<value_type_t<E>> scatter(const E& x, std::int64_t dim, const Ix& idx, const S& src) {
+  tensor<value_type_t<E>> out = detail::fresh_copy(x, "scatter");
+  return scatter_(out, dim, idx, src);
+}
+
+/// In place: self.select(dim, idx[j]) += alpha * src.select(dim, j) (duplicates accumulate);
+/// src has self's shape with dim resized to idx.numel(). Returns self.
+template <class T, operand Ix, operand S, class A = int>
+tensor<T> index_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src,
+                     A alpha = 1) {
+  detail::require_index_type<value_type_t<Ix>>();
+  detail::require_same_source_type<T, value_type_t<S>>();
+  detail::index_add_into(detail::cpu_operand(self, "index_add_"), dim,
+                         detail::cpu_operand(idx, "index_add_"),
+                         detail::cpu_operand(src, "index_add_"), convert<T>(alpha), "index_add_");
+  return self;
+}
+
+/// A copy of x with alpha * src's slices added at rows idx along dim:
+///   em::index_add(em::zeros<float>({3, 2}), 0, em::from_vector<std::int64_t>({2, 2}, {2}), src);
+template <operand E, operand Ix, operand S, class A = int>
+tensor<value_type_t<E>> index_add(const E& x, std::int64_t dim, const Ix& idx, const S& src,
+                                  A alpha = 1) {
+  tensor<value_type_t<E>> out = detail::fresh_copy(x, "index_add");
+  return index_add_(out, dim, idx, src, alpha);
+}
+
+/// Rows of a (num_embeddings, embedding_dim) table: the output has shape
+/// indices.shape + (embedding_dim). Indices outside [0, num_embeddings) are an error.
+///   auto vecs = em::embedding(ids /* tensor<int64_t> (B, L) */, table);   // (B, L, D)
+template <operand Ix, operand W>
+tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight) {
+  using I = value_type_t<Ix>;
+  detail::require_index_type<I>();
+  const auto w = detail::cpu_operand(weight, "embedding");
+  const tensor<I> idx = detail::cpu_operand(indices, "embedding");
+  detail::check(w.dim() == 2, errc::shape, "embedding: the weight must be 2-D "
+                "(num_embeddings, embedding_dim), got shape ", w.shape());
+  shape s = idx.shape();
+  s.push_back(w.size(1));
+  return detail::index_select_impl(w, 0, idx.reshape({idx.numel()}), "embedding").view(s);
+}
+
+namespace nn::functional {
+
+/// Options of F::embedding. padding_idx (negative counts from the end) only changes the
+/// backward pass (that row gets no gradient), as in PyTorch.
+struct embedding_func_options {
+  std::optional<std::int64_t> padding_idx = std::nullopt;
+};
+
+/// F::embedding(indices, weight, {.padding_idx = 0}): see ember::embedding.
+template <operand Ix, operand W>
+tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight,
+                                  const embedding_func_options& options = {}) {
+  const auto w = detail::cpu_operand(weight, "embedding");
+  if (options.padding_idx) {
+    const std::int64_t n = w.dim() > 0 ? w.size(0) : 0, p = *options.padding_idx;
+    detail::check(p >= -n && p < n, errc::index, "embedding: padding_idx ", p,
+                  " is out of range for a weight with ", n, " rows (shape ", w.shape(), ")");
+  }
+  return ember::embedding(indices, w);
+}
+
+}  // namespace nn::functional
+
+/// (labels.shape..., num_classes) with a 1 at each label (PyTorch's one_hot; int64 by default,
+/// another element type with one_hot<U>). num_classes = -1 infers max(labels) + 1.
+///   em::one_hot(em::from_vector<std::int64_t>({1, 3}, {2}), 4);   // [[0,1,0,0],[0,0,0,1]]
+template <class U = std::int64_t, operand L>
+tensor<U> one_hot(const L& labels_in, std::int64_t num_classes = -1) {
+  using I = value_type_t<L>;
+  detail::require_index_type<I>();
+  const tensor<I> labels = detail::cpu_operand(labels_in, "one_hot").contiguous();
+  const I* lp = labels.data();
+  const std::int64_t n = labels.numel();
+  std::int64_t lo = 0, hi = -1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    lo = std::min<std::int64_t>(lo, lp[i]);
+    hi = std::max<std::int64_t>(hi, lp[i]);
+  }
+  detail::check(lo >= 0, errc::index, "one_hot: class values must be non-negative, got ", lo);
+  if (num_classes == -1) {
+    detail::check(n > 0, errc::value, "one_hot: cannot infer the number of classes from an ",
+                  "empty tensor (shape ", labels.shape(), "); pass num_classes");
+    num_classes = hi + 1;
+  }
+  detail::check(num_classes >= 0, errc::value, "one_hot: num_classes must be -1 or >= 0, got ",
+                num_classes);
+  detail::check(hi < num_classes, errc::index, "one_hot: class value ", hi,
+                " is out of range for num_classes = ", num_classes);
+  shape s = labels.shape();
+  s.push_back(num_classes);
+  tensor<U> out = zeros<U>(s);
+  U* op = out.data();
+  for (std::int64_t i = 0; i < n; ++i) op[i * num_classes + lp[i]] = convert<U>(1);
+  return out;
+}
+
+/// In place: x[i] = value where mask[i] (mask broadcasts to x's shape); returns x.
+template <class T, operand M, class S>
+  requires std::is_arithmetic_v<S> || is_element_v<S>
+tensor<T> masked_fill_(const tensor<T>& x, const M& mask_in, S value) {
+  static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_fill_: the mask must be "
+                "a tensor<bool> or a bool expression (e.g. a > 0.f)");
+  tensor<bool> mask = detail::cpu_operand(mask_in, "masked_fill_");
+  detail::check(x.device().is_cpu(), errc::not_implemented, "masked_fill_: not available on ",
+                x.device());
+  detail::check(broadcastable_to(mask.shape(), x.shape()), errc::shape, "masked_fill_: mask ",
+                "of shape ", mask.shape(), " does not broadcast to the input shape ", x.shape());
+  x.check_writable("masked_fill_");
+  if constexpr (std::is_same_v<T, bool>)
+    if (mask.storage() == x.storage()) mask = mask.clone();
+  const tensor<bool> mb = mask.expand(x.shape());
+  const T v = convert<T>(value);
+  detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
+                           [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
+  x.impl().storage->bump_version();
+  return x;
+}
+
+/// where(mask, value, x) as a new tensor (x and mask broadcast together, as PyTorch):
+///   em::masked_fill(scores, causal_mask, -INFINITY);
+template <operand E, operand M, class S>
+  requires std::is_arithmetic_v<S> || is_element_v<S>
+tensor<value_type_t<E>> masked_fill(const E& x_in, const M& mask_in, S value) {
+  using T = value_type_t<E>;
+  static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_fill: the mask must be "
+                "a tensor<bool> or a bool expression (e.g. a > 0.f)");
+  const tensor<T> x = detail::cpu_operand(x_in, "masked_fill");
+  const tensor<bool> mask = detail::cpu_operand(mask_in, "masked_fill");
+  tensor<T> out = detail::make_tensor<T>(broadcast_shapes(x.shape(), mask.shape(), "masked_fill"));
+  out.copy_(x);
+  return masked_fill_(out, mask, value);
+}
+
+/// The elements of x where mask is true, as a 1-D tensor in row-major order (x and mask
+/// broadcast together).   em::masked_select(a, a > 0.f);
+template <operand E, operand M>
+tensor<value_type_t<E>> masked_select(const E& x_in, const M& mask_in) {
+  using T = value_type_t<E>;
+  static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_select: the mask must be "
+                "a tensor<bool> or a bool expression (e.g. a > 0.f)");
+  const tensor<T> x0 = detail::cpu_operand(x_in, "masked_select");
+  const tensor<bool> m0 = detail::cpu_operand(mask_in, "masked_select");
+  const shape s = broadcast_shapes(x0.shape(), m0.shape(), "masked_select");
+  const tensor<T> x = x0.expand(s);
+  const tensor<bool> m = m0.expand(s);
+  std::int64_t count = 0;
+  detail::for_each_element(s, {&m.strides()}, [&](const bool& b) { count += b; }, m.data());
+  tensor<T> out = detail::make_tensor<T>({count});
+  T* op = out.data();
+  detail::for_each_element(s, {&x.strides(), &m.strides()},
+                           [&](const T& v, const bool& b) { if (b) *op++ = v; }, x.data(),
+                           m.data());
+  return out;
+}
+
+}  // namespace ember
