@@ -28,11 +28,13 @@
 #include <ember/expr/unary.hpp>
 #include <ember/io/print.hpp>
 #include <ember/ops/attention.hpp>
+#include <ember/ops/conv.hpp>
 #include <ember/ops/dropout.hpp>
 #include <ember/ops/factory.hpp>
 #include <ember/ops/index.hpp>
 #include <ember/ops/join.hpp>
 #include <ember/ops/norm.hpp>
+#include <ember/ops/pool.hpp>
 #include <ember/ops/scan.hpp>
 #include <ember/ops/softmax.hpp>
 #include <ember/simd/batch.hpp>
