@@ -355,6 +355,31 @@ TEST_CASE("every traversal path computes the same bits", "[assign][threads]") {
   CHECK(same_across_paths(em::tensor<double>(em::exp(xd) + em::tanh(xd)), em::tensor<double>(em::exp(xd_t.t()) + em::tanh(xd_t.t()))));
 }
 
+TEST_CASE("one tensor used several times: shared loads give the same bits", "[assign][reduce]") {
+  // Note [Shared leaves]: x * x loads each packet once; a clone y of x takes the per-leaf path
+  em::manual_seed(12);
+  for (const std::int64_t n : {1, 15, 16, 17, 100, 70001}) {
+    INFO("n = " << n);
+    const auto x = em::randn<float>({n});
+    const em::tensor<float> y = x.clone();
+    auto f = [](const auto& a, const auto& b) { return 0.5f * a * (1.f + em::tanh(0.79788456f * (b + 0.044715f * a * b * a))); };
+    const em::tensor<float> shared = f(x, x), separate = f(x, y);
+    CHECK(values(shared) == values(separate));
+    CHECK(std::memcmp(em::sum(x * x).data(), em::sum(x * y).data(), sizeof(float)) == 0);
+    CHECK(em::amax(x * x - x).item() == em::amax(x * y - y).item());
+  }
+  // same buffer, different views: not shared, still right
+  const auto m = em::randn<float>({40, 40});
+  const em::tensor<float> mt = m + m.t();
+  for (std::int64_t i = 0; i < 40; ++i)
+    for (std::int64_t j = 0; j < 40; ++j) CHECK(mt.at({i, j}) == m.at({i, j}) + m.at({j, i}));
+  const auto s = em::sum(m * m.t());
+  double want = 0;
+  for (std::int64_t i = 0; i < 40; ++i)
+    for (std::int64_t j = 0; j < 40; ++j) want += double(m.at({i, j})) * m.at({j, i});
+  CHECK(s.item() == Approx(want).epsilon(1e-5));
+}
+
 TEST_CASE("parallel_for covers every index exactly once", "[parallel]") {
   threads_guard guard;
   for (int threads : {1, 2, 4}) {

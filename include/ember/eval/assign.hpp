@@ -23,6 +23,7 @@ inline constexpr std::int64_t elementwise_grain = 32768;
 ///            m of shape (1024)): a stride-0 leaf's value is loaded once per row (hoisted);
 ///  - gather: any other layout (transposed, sliced with a step): elements are gathered into a
 ///            packet and scattered back, so the math is still the SIMD math;
+///  - shared: unit, and every leaf reads the same elements (Note [Shared leaves]);
 ///  - scalar: expressions that have no packet form (bool/integer results, casts between
 ///            types, half types) evaluate element by element.
 /// The last partial packet of a row is padded, never computed by a scalar formula, so a
@@ -84,10 +85,19 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
         for (std::int64_t i = col; i < col + cnt; ++i) o[i * out_inner] = local.value(i);
       } else {
 #if EMBER_HAS_XSIMD
-        constexpr auto M = mode == 0 ? load_mode::unit : mode == 1 ? load_mode::bcast : load_mode::gather;
+        constexpr auto M = mode == 0 || mode == 4 ? load_mode::unit
+                           : mode == 1             ? load_mode::bcast
+                                                   : load_mode::gather;
         constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
         std::int64_t i = col;
         const std::int64_t stop = col + cnt;
+        if constexpr (mode == 4) {  // Note [Shared leaves]
+          const T* src = nullptr;
+          local.for_each_leaf([&](auto& l) {
+            if (!src) src = l.row;
+          });
+          for (; i + W <= stop; i += W) simd::store(o + i, local.packet_shared(simd::load(src + i)));
+        }
         for (; i + W <= stop; i += W) {
           if constexpr (M == load_mode::gather) {
             alignas(64) T buf[W];
@@ -127,7 +137,11 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
                  });
   };
   if constexpr (vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
-    if (unit)
+    bool shared = false;
+    if constexpr (shared_leaf_candidate_v<E>) shared = unit && leaves_identical(ev);
+    if (shared)
+      dispatch(std::integral_constant<int, 4>{});
+    else if (unit)
       dispatch(std::integral_constant<int, 0>{});
     else if (bcast)
       dispatch(std::integral_constant<int, 1>{});

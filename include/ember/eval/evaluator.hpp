@@ -133,6 +133,11 @@ struct evaluator<expr::leaf<T>> {
       buf[k] = row[(i + std::min(k, m - 1)) * inner];
     return simd::load(buf);
   }
+  /// The packet when every leaf reads the same elements (Note [Shared leaves]): v itself.
+  template <class V>
+  const V& packet_shared(const V& v) const {
+    return v;
+  }
 #endif
 };
 
@@ -157,6 +162,10 @@ struct evaluator<expr::scalar<T>> {
     return bv;
   }
   auto packet_partial(std::int64_t, std::int64_t) const { return bv; }
+  template <class V>
+  auto packet_shared(const V&) const {
+    return bv;
+  }
 #endif
 };
 
@@ -177,6 +186,10 @@ struct evaluator<expr::unary<F, A>> {
     return F{}(a.template packet<M>(i));
   }
   auto packet_partial(std::int64_t i, std::int64_t m) const { return F{}(a.packet_partial(i, m)); }
+  template <class V>
+  auto packet_shared(const V& v) const {
+    return F{}(a.packet_shared(v));
+  }
 #endif
 };
 
@@ -199,6 +212,10 @@ struct evaluator<expr::binary<F, A, B>> {
   }
   auto packet_partial(std::int64_t i, std::int64_t m) const {
     return F{}(a.packet_partial(i, m), b.packet_partial(i, m));
+  }
+  template <class V>
+  auto packet_shared(const V& v) const {
+    return F{}(a.packet_shared(v), b.packet_shared(v));
   }
 #endif
 };
@@ -226,6 +243,10 @@ struct evaluator<expr::ternary<F, A, B, C>> {
   auto packet_partial(std::int64_t i, std::int64_t m) const {
     return F{}(a.packet_partial(i, m), b.packet_partial(i, m), c.packet_partial(i, m));
   }
+  template <class V>
+  auto packet_shared(const V& v) const {
+    return F{}(a.packet_shared(v), b.packet_shared(v), c.packet_shared(v));
+  }
 #endif
 };
 
@@ -245,7 +266,59 @@ struct evaluator<expr::cast<U, A>> {
     return a.template packet<M>(i);
   }
   auto packet_partial(std::int64_t i, std::int64_t m) const { return a.packet_partial(i, m); }
+  template <class V>
+  auto packet_shared(const V& v) const {
+    return a.packet_shared(v);
+  }
 #endif
 };
+
+// Note [Shared leaves]: x * x, or E2's four uses of x, are leaves with separate row pointers
+// that the compiler cannot prove equal, so every packet is loaded once per use (measured:
+// sum(x * x) 10% slower than sum(square(x))). When every leaf reads the same elements (same
+// buffer, same strides after coalescing), the traversal loads one packet and evaluates the
+// tree on it with packet_shared(v): leaves return v, scalars their broadcast. Same math on the
+// same values, so the same bits as the per-leaf path.
+
+/// True when every leaf of E holds T elements (so one packet of T can stand for all leaves).
+template <class E, class T>
+struct leaves_are : std::false_type {};
+template <class T>
+struct leaves_are<expr::leaf<T>, T> : std::true_type {};
+template <class S, class T>
+struct leaves_are<expr::scalar<S>, T> : std::true_type {};
+template <class F, class A, class T>
+struct leaves_are<expr::unary<F, A>, T> : leaves_are<A, T> {};
+template <class F, class A, class B, class T>
+struct leaves_are<expr::binary<F, A, B>, T>
+    : std::bool_constant<leaves_are<A, T>::value && leaves_are<B, T>::value> {};
+template <class F, class A, class B, class C, class T>
+struct leaves_are<expr::ternary<F, A, B, C>, T>
+    : std::bool_constant<leaves_are<A, T>::value && leaves_are<B, T>::value &&
+                         leaves_are<C, T>::value> {};
+template <class U, class A, class T>
+struct leaves_are<expr::cast<U, A>, T> : leaves_are<A, T> {};
+
+/// Shared-leaf evaluation applies: more than one tensor leaf, all of T (Note [Shared leaves]).
+template <class E>
+inline constexpr bool shared_leaf_candidate_v =
+    vectorizable_v<E> && (E::leaf_count > 1) && leaves_are<E, typename E::value_type>::value;
+
+/// Do all tensor leaves of the evaluator read the same elements (same base and strides)?
+template <class Ev>
+bool leaves_identical(Ev& ev) {
+  const void* base = nullptr;
+  const shape* st = nullptr;
+  bool same = true;
+  ev.for_each_leaf([&](auto& l) {
+    if (!st) {
+      base = l.base;
+      st = &l.strides;
+    } else {
+      same = same && base == static_cast<const void*>(l.base) && *st == l.strides;
+    }
+  });
+  return same && st != nullptr;
+}
 
 }  // namespace ember::detail

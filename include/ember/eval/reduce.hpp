@@ -117,8 +117,9 @@ inline std::int64_t group_offset(std::int64_t flat, const shape& sizes, const sh
 
 /// Op over the segment [i0, i1) of the evaluator's current row, with SIMD packets: four
 /// independent accumulators, a padded last packet (unused lanes hold the identity).
-template <class Op, load_mode M, class T, class Ev>
-T reduce_segment(const Ev& ev, std::int64_t i0, std::int64_t i1) {
+/// With Shared (Note [Shared leaves]) every leaf reads src's row: one load per packet.
+template <class Op, load_mode M, class T, class Ev, bool Shared = false>
+T reduce_segment(const Ev& ev, std::int64_t i0, std::int64_t i1, const T* src = nullptr) {
 #if EMBER_HAS_XSIMD
   if constexpr (simd::has_batch_v<T>) {
     using B = simd::batch<T>;
@@ -126,6 +127,14 @@ T reduce_segment(const Ev& ev, std::int64_t i0, std::int64_t i1) {
     const B id(Op::template identity<T>());
     B a0 = id, a1 = id, a2 = id, a3 = id;
     std::int64_t i = i0;
+    if constexpr (Shared) {
+      for (; i + 4 * W <= i1; i += 4 * W) {
+        a0 = Op::combine(a0, B(ev.packet_shared(simd::load(src + i))));
+        a1 = Op::combine(a1, B(ev.packet_shared(simd::load(src + i + W))));
+        a2 = Op::combine(a2, B(ev.packet_shared(simd::load(src + i + 2 * W))));
+        a3 = Op::combine(a3, B(ev.packet_shared(simd::load(src + i + 3 * W))));
+      }
+    }
     for (; i + 4 * W <= i1; i += 4 * W) {
       a0 = Op::combine(a0, B(ev.template packet<M>(i)));
       a1 = Op::combine(a1, B(ev.template packet<M>(i + W)));
@@ -145,6 +154,7 @@ T reduce_segment(const Ev& ev, std::int64_t i0, std::int64_t i1) {
     return r;
   }
 #endif
+  (void)src;
   T r = Op::template identity<T>();
   for (std::int64_t i = i0; i < i1; ++i) r = Op::combine(r, T(ev.value(i)));
   return r;
@@ -204,6 +214,9 @@ auto reduce_block(const reduce_plan<E>& plan, std::int64_t o, std::int64_t b0, s
       ++k;
     });
   }
+  // leaves with the same buffer and the same (full) strides read the same elements
+  bool shared = false;
+  if constexpr (shared_leaf_candidate_v<E>) shared = unit && leaves_identical(ev);
   P acc = P(Op::template identity<T>());
   for (std::int64_t begin = b0; begin < b1;) {
     const std::int64_t row = begin / plan.n, col = begin % plan.n;
@@ -215,6 +228,18 @@ auto reduce_block(const reduce_plan<E>& plan, std::int64_t o, std::int64_t b0, s
       ++k;
     });
     T seg;
+    if constexpr (shared_leaf_candidate_v<E>) {
+      if (shared) {
+        const T* src = nullptr;
+        ev.for_each_leaf([&](auto& l) {
+          if (!src) src = l.row;
+        });
+        seg = reduce_segment<Op, load_mode::unit, T, evaluator<E>, true>(ev, col, col + cnt, src);
+        acc = Op::combine(acc, P(seg));
+        begin += cnt;
+        continue;
+      }
+    }
     if constexpr (vectorizable_v<E>) {
       if (unit)
         seg = reduce_segment<Op, load_mode::unit, T>(ev, col, col + cnt);
