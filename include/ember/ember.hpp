@@ -33,6 +33,7 @@
 #include <ember/ops/factory.hpp>
 #include <ember/ops/index.hpp>
 #include <ember/ops/join.hpp>
+#include <ember/ops/matmul.hpp>
 #include <ember/ops/norm.hpp>
 #include <ember/ops/pool.hpp>
 #include <ember/ops/scan.hpp>

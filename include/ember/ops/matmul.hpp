@@ -1,0 +1,343 @@
+// Matrix products with PyTorch's semantics: matmul (1-D, 2-D, batched with broadcasting), mm,
+// bmm, mv, dot, addmm, baddbmm and nn::functional::linear. Every one runs detail::gemm on the
+// operands' own strides (transposed and step-sliced views are not copied).
+#pragma once
+
+#include <ember/core/error.hpp>
+#include <ember/core/parallel.hpp>
+#include <ember/core/shape.hpp>
+#include <ember/core/view_strides.hpp>
+#include <ember/eval/assign.hpp>
+#include <ember/ops/gemm.hpp>
+#include <ember/tensor.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+namespace ember {
+namespace detail {
+
+template <class TA, class TB>
+constexpr void matmul_check_types() {
+  static_assert(std::is_same_v<TA, TB>,
+                "ember::matmul/mm/bmm/linear: both operands must have the same element type; "
+                "convert one with to<U>() or cast<U>()");
+  static_assert(!std::is_same_v<TA, bool>,
+                "ember::matmul/mm/bmm/linear: bool tensors cannot be multiplied; convert them "
+                "with to<float>() (or another arithmetic type) first");
+}
+
+/// Both operands on one device, and that device is the CPU (the only one with a GEMM here).
+template <class T>
+void matmul_check_devices(const tensor<T>& a, const tensor<T>& b, const char* op) {
+  check(a.device() == b.device(), errc::device, op, ": expected both tensors on the same device, ",
+        "got ", a.device(), " and ", b.device());
+  check(a.device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
+        a.device(), " without a device backend");
+}
+
+/// The stride of t's dims [0, r-1) (batch dims and rows) merged into one dim of rows, or
+/// nullopt when they do not merge (e.g. a transposed or broadcast batch): lets a batch of
+/// matrices times one matrix run as one GEMM. out is contiguous, so its rows always merge.
+template <class T>
+std::optional<std::int64_t> merged_row_stride(const tensor<T>& t) {
+  const shape& s = t.shape();
+  const shape& st = t.strides();
+  std::int64_t stride = 0;
+  bool have = false;
+  std::int64_t expect = 0;
+  for (std::int64_t d = t.dim() - 2; d >= 0; --d) {
+    if (s[d] == 1) continue;
+    if (!have) {
+      stride = st[d];
+      expect = st[d] * s[d];
+      have = true;
+    } else {
+      if (st[d] != expect) return std::nullopt;
+      expect *= s[d];
+    }
+  }
+  return have ? stride : std::int64_t{1};
+}
+
+/// out[..., m, n] = alpha * a[..., m, k] · b[..., k, n] + beta * out (beta == 0 ignores out).
+/// a and b are already broadcast to out's batch dims (stride 0 where broadcast); out is a
+/// fresh contiguous tensor. Batches run in parallel when each is too small to thread alone.
+template <class T>
+void matmul_into(const tensor<T>& a, const tensor<T>& b, const tensor<T>& out, T alpha, T beta) {
+  const std::int64_t r = out.dim();
+  const std::int64_t m = out.size(-2), n = out.size(-1), k = a.size(-1);
+  const std::int64_t batches = r > 2 ? out.numel() / std::max<std::int64_t>(m * n, 1) : 1;
+  if (out.numel() == 0) return;
+  const std::int64_t a_rs = a.stride(-2), a_cs = a.stride(-1);
+  const std::int64_t b_rs = b.stride(-2), b_cs = b.stride(-1);
+  const std::int64_t c_rs = out.stride(-2), c_cs = out.stride(-1);
+  if (batches == 1) {
+    gemm<T>(m, n, k, alpha, a.data(), a_rs, a_cs, b.data(), b_rs, b_cs, beta, out.data(), c_rs, c_cs);
+    return;
+  }
+  // one matrix on the right for every batch, and a's (batch, m) rows on one stride: one GEMM
+  // of batches * m rows (the common x · W of linear layers and 3-D activations)
+  bool b_shared = true;
+  for (std::int64_t d = 0; d < r - 2; ++d) b_shared = b_shared && (b.stride(d) == 0 || b.size(d) == 1);
+  if (b_shared) {
+    if (const auto rs = merged_row_stride(a)) {
+      gemm<T>(batches * m, n, k, alpha, a.data(), *rs, a_cs, b.data(), b_rs, b_cs, beta,
+              out.data(), c_rs, c_cs);
+      return;
+    }
+  }
+  const shape& bs = out.shape();
+  auto offsets = [&](std::int64_t i, std::int64_t& ao, std::int64_t& bo, std::int64_t& co) {
+    ao = bo = co = 0;
+    for (std::int64_t d = r - 3; d >= 0; --d) {
+      const std::int64_t x = i % bs[d];
+      i /= bs[d];
+      ao += x * a.stride(d);
+      bo += x * b.stride(d);
+      co += x * out.stride(d);
+    }
+  };
+  const std::int64_t work = std::max<std::int64_t>(m * n * std::max<std::int64_t>(k, 1), 1);
+  const std::int64_t grain = work >= gemm_thread_work * 4 ? batches : std::max<std::int64_t>(1, gemm_thread_work / work);
+  parallel_for(0, batches, grain, [&](std::int64_t i0, std::int64_t i1) {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      std::int64_t ao, bo, co;
+      offsets(i, ao, bo, co);
+      gemm<T>(m, n, k, alpha, a.data() + ao, a_rs, a_cs, b.data() + bo, b_rs, b_cs, beta,
+              out.data() + co, c_rs, c_cs);
+    }
+  });
+}
+
+/// The batch dims of a matrix operand (all but the last two).
+inline shape matmul_batch(const shape& s) { return shape(s.begin(), s.end() - 2); }
+
+}  // namespace detail
+
+/// Matrix product with torch.matmul's rules: 1-D · 1-D is a dot product (0-d result); a 1-D
+/// left operand is a row vector and a 1-D right operand a column vector (that dim is removed
+/// from the result); operands of rank >= 3 are stacks of matrices whose batch dims broadcast.
+///   em::matmul(em::ones<float>({2, 3}), em::ones<float>({3, 4}));     // (2,4), every value 3
+///   em::matmul(em::randn<float>({8, 2, 3}), em::randn<float>({3}));  // (8,2)
+template <operand A, operand B>
+tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "matmul");
+  const std::int64_t da = a.dim(), db = b.dim();
+  detail::check(da >= 1 && db >= 1, errc::shape, "matmul: both arguments need at least 1 ",
+                "dimension, got shapes ", a.shape(), " and ", b.shape());
+  const tensor<T> a2 = da == 1 ? a.unsqueeze(0) : a;
+  const tensor<T> b2 = db == 1 ? b.unsqueeze(1) : b;
+  detail::check(a2.size(-1) == b2.size(-2), errc::shape, "matmul: cannot multiply ", a.shape(),
+                " by ", b.shape());
+  const shape ba = detail::matmul_batch(a2.shape()), bb = detail::matmul_batch(b2.shape());
+  shape batch;
+  {
+    const std::size_t nb = std::max(ba.size(), bb.size());
+    batch = shape(nb);
+    for (std::size_t i = 0; i < nb; ++i) {
+      const std::int64_t x = i < nb - ba.size() ? 1 : ba[i - (nb - ba.size())];
+      const std::int64_t y = i < nb - bb.size() ? 1 : bb[i - (nb - bb.size())];
+      detail::check(x == y || x == 1 || y == 1, errc::shape, "matmul: cannot multiply ", a.shape(),
+                    " by ", b.shape(), " (batch dimensions ", ba, " and ", bb, " do not broadcast)");
+      batch[i] = x == 1 ? y : x;
+    }
+  }
+  const std::int64_t m = a2.size(-2), n = b2.size(-1), k = a2.size(-1);
+  shape full = batch;
+  full.push_back(m);
+  full.push_back(n);
+  tensor<T> out = detail::make_tensor<T>(full);
+  shape ea = batch, eb = batch;
+  ea.push_back(m), ea.push_back(k);
+  eb.push_back(k), eb.push_back(n);
+  detail::matmul_into(a2.expand(ea), b2.expand(eb), out, T(1), T(0));
+  shape result = batch;
+  if (da > 1) result.push_back(m);
+  if (db > 1) result.push_back(n);
+  return out.view(result);
+}
+
+/// Product of two matrices (both 2-D): (m,k) · (k,n) -> (m,n).
+template <operand A, operand B>
+tensor<value_type_t<A>> mm(const A& a_in, const B& b_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "mm");
+  detail::check(a.dim() == 2 && b.dim() == 2, errc::shape, "mm: expects two 2-D tensors, got ",
+                "shapes ", a.shape(), " and ", b.shape());
+  detail::check(a.size(1) == b.size(0), errc::shape, "mm: cannot multiply ", a.shape(), " by ",
+                b.shape());
+  tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)});
+  detail::matmul_into(a, b, out, T(1), T(0));
+  return out;
+}
+
+/// Batched product of two stacks of matrices with the same batch size (no broadcasting):
+/// (B,m,k) · (B,k,n) -> (B,m,n).
+template <operand A, operand B>
+tensor<value_type_t<A>> bmm(const A& a_in, const B& b_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "bmm");
+  detail::check(a.dim() == 3 && b.dim() == 3, errc::shape, "bmm: expects two 3-D tensors, got ",
+                "shapes ", a.shape(), " and ", b.shape());
+  detail::check(a.size(0) == b.size(0) && a.size(2) == b.size(1), errc::shape,
+                "bmm: cannot multiply ", a.shape(), " by ", b.shape());
+  tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)});
+  detail::matmul_into(a, b, out, T(1), T(0));
+  return out;
+}
+
+/// Matrix times vector: (m,k) · (k) -> (m).
+template <operand A, operand B>
+tensor<value_type_t<A>> mv(const A& a_in, const B& v_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> v = detail::materialize(v_in);
+  detail::matmul_check_devices(a, v, "mv");
+  detail::check(a.dim() == 2 && v.dim() == 1 && a.size(1) == v.size(0), errc::shape,
+                "mv: cannot multiply ", a.shape(), " by ", v.shape(),
+                " (expects a 2-D matrix and a 1-D vector of matching size)");
+  return matmul(a, v);
+}
+
+/// Dot product of two 1-D tensors of the same size (a 0-d result).
+template <operand A, operand B>
+tensor<value_type_t<A>> dot(const A& a_in, const B& b_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "dot");
+  detail::check(a.dim() == 1 && b.dim() == 1 && a.size(0) == b.size(0), errc::shape,
+                "dot: expects two 1-D tensors of the same size, got shapes ", a.shape(), " and ",
+                b.shape());
+  return matmul(a, b);
+}
+
+/// beta * bias + alpha * (a · b) for 2-D a and b; bias broadcasts to the (m,n) result. With
+/// beta == 0 bias is not read (NaN in it does not propagate), as torch.addmm.
+template <operand C, operand A, operand B>
+tensor<value_type_t<A>> addmm(const C& bias_in, const A& a_in, const B& b_in, double beta = 1,
+                              double alpha = 1) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  detail::matmul_check_types<T, value_type_t<C>>();
+  const tensor<T> bias = detail::materialize(bias_in);
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "addmm");
+  detail::matmul_check_devices(a, bias, "addmm");
+  detail::check(a.dim() == 2 && b.dim() == 2, errc::shape, "addmm: expects two 2-D matrices, ",
+                "got shapes ", a.shape(), " and ", b.shape());
+  detail::check(a.size(1) == b.size(0), errc::shape, "addmm: cannot multiply ", a.shape(), " by ",
+                b.shape());
+  const shape full{a.size(0), b.size(1)};
+  detail::check(broadcastable_to(bias.shape(), full), errc::shape, "addmm: bias of shape ",
+                bias.shape(), " does not broadcast to the product's shape ", full);
+  tensor<T> out = detail::make_tensor<T>(full);
+  if (beta != 0) out.copy_(bias);
+  detail::matmul_into(a, b, out, static_cast<T>(alpha), static_cast<T>(beta));
+  return out;
+}
+
+/// beta * bias + alpha * bmm(a, b) for 3-D a and b; bias broadcasts to the (B,m,n) result.
+template <operand C, operand A, operand B>
+tensor<value_type_t<A>> baddbmm(const C& bias_in, const A& a_in, const B& b_in, double beta = 1,
+                                double alpha = 1) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  detail::matmul_check_types<T, value_type_t<C>>();
+  const tensor<T> bias = detail::materialize(bias_in);
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  detail::matmul_check_devices(a, b, "baddbmm");
+  detail::matmul_check_devices(a, bias, "baddbmm");
+  detail::check(a.dim() == 3 && b.dim() == 3, errc::shape, "baddbmm: expects two 3-D tensors, ",
+                "got shapes ", a.shape(), " and ", b.shape());
+  detail::check(a.size(0) == b.size(0) && a.size(2) == b.size(1), errc::shape,
+                "baddbmm: cannot multiply ", a.shape(), " by ", b.shape());
+  const shape full{a.size(0), a.size(1), b.size(2)};
+  detail::check(broadcastable_to(bias.shape(), full), errc::shape, "baddbmm: bias of shape ",
+                bias.shape(), " does not broadcast to the product's shape ", full);
+  tensor<T> out = detail::make_tensor<T>(full);
+  if (beta != 0) out.copy_(bias);
+  detail::matmul_into(a, b, out, static_cast<T>(alpha), static_cast<T>(beta));
+  return out;
+}
+
+namespace detail {
+
+/// x · wᵀ (+ bias) over the last dim of x (any rank >= 1), as torch.nn.functional.linear.
+template <class T>
+tensor<T> linear_impl(const tensor<T>& x, const tensor<T>& w, const tensor<T>* bias) {
+  matmul_check_devices(x, w, "linear");
+  check(w.dim() == 2, errc::shape, "linear: weight must be 2-D (out_features, in_features), ",
+        "got shape ", w.shape());
+  check(x.dim() >= 1, errc::shape, "linear: input must have at least 1 dimension, got shape ",
+        x.shape());
+  check(x.size(-1) == w.size(1), errc::shape, "linear: cannot multiply ", x.shape(), " by ",
+        w.shape(), "^T (input has ", x.size(-1), " features, weight expects ", w.size(1), ")");
+  shape full(x.shape().begin(), x.shape().end() - 1);
+  full.push_back(w.size(0));
+  tensor<T> out = make_tensor<T>(full);
+  T beta = T(0);
+  if (bias) {
+    matmul_check_devices(x, *bias, "linear");
+    check(broadcastable_to(bias->shape(), full), errc::shape, "linear: bias of shape ",
+          bias->shape(), " does not broadcast to the output's shape ", full);
+    out.copy_(*bias);
+    beta = T(1);
+  }
+  const tensor<T> wt = w.t();
+  if (x.dim() <= 2) {
+    const tensor<T> x2 = x.dim() == 1 ? x.unsqueeze(0) : x;
+    matmul_into(x2, wt, x.dim() == 1 ? out.unsqueeze(0) : out, T(1), beta);
+    return out;
+  }
+  // (..., in) rows: one GEMM when they share a stride, batched otherwise
+  shape eb(x.shape().begin(), x.shape().end() - 2);
+  eb.push_back(w.size(1));
+  eb.push_back(w.size(0));
+  matmul_into(x, wt.expand(eb), out, T(1), beta);
+  return out;
+}
+
+}  // namespace detail
+
+namespace nn::functional {
+
+/// y = x · weightᵀ for x of shape (..., in_features) and weight (out_features, in_features).
+///   auto y = F::linear(em::randn<float>({8, 64}), em::randn<float>({32, 64}));  // (8,32)
+template <operand X, operand W>
+tensor<value_type_t<X>> linear(const X& x, const W& weight) {
+  using T = value_type_t<X>;
+  detail::matmul_check_types<T, value_type_t<W>>();
+  return detail::linear_impl<T>(detail::materialize(x), detail::materialize(weight), nullptr);
+}
+
+/// y = x · weightᵀ + bias (bias of shape (out_features), or anything that broadcasts to y).
+template <operand X, operand W, operand Bias>
+tensor<value_type_t<X>> linear(const X& x, const W& weight, const Bias& bias) {
+  using T = value_type_t<X>;
+  detail::matmul_check_types<T, value_type_t<W>>();
+  detail::matmul_check_types<T, value_type_t<Bias>>();
+  const tensor<T> b = detail::materialize(bias);
+  return detail::linear_impl<T>(detail::materialize(x), detail::materialize(weight),
+                                b.defined() ? &b : nullptr);
+}
+
+}  // namespace nn::functional
+}  // namespace ember
