@@ -12,7 +12,7 @@
 //
 //   ./expr                 # all suites
 //   BENCH_REPS=25 ./expr   # more samples
-//   ./expr E1 R2           # only the named suites (E1 E2 E3 R1 R2 A1 T)
+//   ./expr E1 R2           # only the named suites (E1 E2 E3 R1 R2 R3 A1 T)
 //   ATEN_CPU_CAPABILITY=avx2 ./expr   # libtorch's default kernels (else AVX-512 where available)
 #define XTENSOR_USE_XSIMD 1
 
@@ -535,6 +535,47 @@ bool run_r2(const inputs& in) {
   return ok;
 }
 
+// ---- R3: column sums (an outer reduction, Note [Outer reduction]) ------------------------------
+bool run_r3(const inputs& in) {
+  bool ok = true;
+  auto X = ember_from(in.X, {ROWS, COLS});
+  em::tensor<float> out;
+  bench::suite s("R3 column sums sum(X, 0), X 4096x1024", {.reps = 21, .warmup = 3});
+  s.add("ember sum(X, 0)", [&] {
+    out = em::sum(X, 0);
+    bench::keep(out.data());
+  });
+#if EMBER_BENCH_HAVE_EIGEN
+  ERowArr eX = Eigen::Map<const ERowArr>(in.X.data(), ROWS, COLS);
+  ERowVec eo(COLS);
+  s.add("Eigen RowMajor colwise().sum()", [&] {
+    eo = eX.colwise().sum();
+    bench::keep(eo.data());
+  });
+#endif
+#if EMBER_BENCH_HAVE_TORCH
+  auto tX = torch_from(in.X, {ROWS, COLS}), tX2 = tX.clone(), to = torch::empty({COLS});
+  torch::Tensor tn;
+  s.add("torch natural: X.sum(0)", [&] {
+    tn = tX.sum(0);
+    bench::keep(tn.data_ptr<float>());
+  });
+  s.add("torch out=: at::sum_out(out, X, 0)", [&] {
+    at::sum_out(to, tX2, 0);
+    bench::keep(to.data_ptr<float>());
+  });
+#endif
+  s.run();
+#if EMBER_BENCH_HAVE_EIGEN
+  ok &= check_close("R3 ember vs Eigen", out.data(), eo.data(), COLS, 1e-4);
+  s.print("Eigen RowMajor colwise().sum()");
+  verdict(s, "R3", "ember sum(X, 0)", {"Eigen RowMajor colwise().sum()"}, 1.05);
+#else
+  s.print();
+#endif
+  return ok;
+}
+
 // ---- threads: E2 and R2 with 2 threads vs 1 -----------------------------------------------------------
 void run_threads(const inputs& in) {
   // separate inputs and outputs for the 1- and 2-thread cases (see inputs)
@@ -645,6 +686,7 @@ int main(int argc, char** argv) {
   if (wanted(argc, argv, "E2")) ok &= run_e2(in);
   if (wanted(argc, argv, "E3")) ok &= run_e3(in);
   if (wanted(argc, argv, "R1")) ok &= run_r1(in);
+  if (wanted(argc, argv, "R3")) ok &= run_r3(in);
   if (wanted(argc, argv, "R2")) ok &= run_r2(in);
   if (wanted(argc, argv, "A1")) ok &= run_e1(in, true);
   if (wanted(argc, argv, "T")) run_threads(in);
