@@ -291,11 +291,10 @@ TEST_CASE("double SIMD math near the range edges", "[simd][math]") {
       128);
 }
 
-TEST_CASE("float SIMD pow: error grows with |b log a|", "[simd][math][pow]") {
-  // xsimd's pow is exp(b log|a|) in float: log's rounding (relative 2^-24) is multiplied by
-  // |y| = |b ln a| and becomes a relative error of the result, so the bound is 2 + 2|y| ulp
-  // (|y| < 104 for float results). Measured: max 138 ulp, max (ulp - 1)/|y| = 1.90, and at
-  // most 0.92 ulp above 2|y|.
+TEST_CASE("float SIMD pow: below 1 ulp for any |b log a|", "[simd][math][pow]") {
+  // exp(b log|a|) in float would multiply log's rounding (relative 2^-24) by |y| = |b ln a|
+  // (xsimd's float pow: up to 138 ulp); ember forms it in double (Note [Float pow]).
+  // Measured: max 0.500 ulp (SSE2 and AVX-512 builds).
   std::mt19937_64 rng(12345);
   std::uniform_real_distribution<double> la(-38, 38), lb(-3, 2.5);
   std::vector<float> a, b;
@@ -345,6 +344,7 @@ TEST_CASE("float SIMD pow: error grows with |b log a|", "[simd][math][pow]") {
                 max_ulp, max_ratio, max_excess);
   INFO(std::setprecision(17) << "worst: pow(" << a[worst] << ", " << b[worst] << ") = " << r.data()[worst]
                              << ", want " << std::pow(static_cast<double>(a[worst]), static_cast<double>(b[worst])));
+  CHECK(max_ulp <= 1);
   CHECK(max_excess <= 2);
   CHECK(class_mismatch == 0);
 }
