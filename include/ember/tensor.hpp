@@ -2,6 +2,7 @@
 // slot). Views share storage; copies of a handle share everything (like torch::Tensor).
 #pragma once
 
+#include <ember/autograd/meta.hpp>
 #include <ember/core/dtype.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/shape.hpp>
@@ -11,6 +12,8 @@
 #include <ember/expr/concepts.hpp>
 
 #include <algorithm>
+#include <functional>
+#include <string>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -22,8 +25,6 @@
 namespace ember {
 
 namespace detail {
-
-struct autograd_meta;  // defined by the autograd layer
 
 /// The shared state behind every handle to one tensor.
 struct tensor_impl {
@@ -60,6 +61,32 @@ tensor<T> sum_all(const tensor<T>& t);
 template <class T>
 tensor<T> mean_all(const tensor<T>& t);
 }  // namespace detail
+
+namespace autograd::detail {
+// defined in autograd/engine.hpp (included at the end of this header)
+void run_backward(const variable_list& roots, const variable_list& grads,
+                  const backward_options& opts);
+std::string node_name(const std::shared_ptr<node>& fn);
+/// Records a differentiable view: `inverse` maps the view's gradient back to the base's shape
+/// (bijective views), or else `reapply` takes the same view of a tensor shaped like the base
+/// (the gradient is scattered into zeros through it).
+template <class T>
+tensor<T> record_view(const tensor<T>& base, tensor<T> out,
+                      std::function<tensor<T>(const tensor<T>&)> reapply,
+                      std::function<tensor<T>(const tensor<T>&)> inverse, const char* name);
+template <class T>
+tensor<T> record_expand(const tensor<T>& base, tensor<T> out);
+template <class T>
+tensor<T> record_identity(const tensor<T>& base, tensor<T> out, const char* name);
+template <class U, class T>
+tensor<U> record_convert(const tensor<T>& src, tensor<U> out);
+template <class T>
+void record_copy(const tensor<T>& dst, const tensor<T>& src);
+template <class T>
+void check_inplace(const tensor<T>& dst, const char* op);
+template <class T>
+void record_fill(const tensor<T>& dst);
+}  // namespace autograd::detail
 
 /// An n-dimensional array of T on a device. Copying a tensor copies the handle, not the data:
 ///   auto a = em::zeros<float>({2, 3});  auto b = a;  b.fill_(1.f);  // a is now all ones
@@ -135,7 +162,7 @@ class tensor {
     detail::check(st.has_value(), errc::shape, "view: shape ", new_shape,
                   " is not compatible with the input's shape ", shape(), " and strides ", strides(),
                   " (a dimension spans non-contiguous memory); use reshape, which copies");
-    return make_view(sizes, *st, impl().offset);
+    return reshaped(make_view(sizes, *st, impl().offset), "view");
   }
   template <class U>
   tensor view_as(const tensor<U>& other) const {
@@ -146,7 +173,7 @@ class tensor {
   tensor reshape(const ember::shape& new_shape) const {
     const ember::shape sizes = detail::infer_size(new_shape, numel(), shape(), "reshape");
     if (auto st = detail::view_strides(shape(), strides(), sizes))
-      return make_view(sizes, *st, impl().offset);
+      return reshaped(make_view(sizes, *st, impl().offset), "reshape");
     return contiguous().view(sizes);
   }
   template <class U>
@@ -158,10 +185,11 @@ class tensor {
     d0 = wrap(d0, "transpose");
     d1 = wrap(d1, "transpose");
     ember::shape s = shape(), st = strides();
-    if (dim() == 0) return make_view(s, st, impl().offset);
+    if (dim() == 0) return reshaped(make_view(s, st, impl().offset), "transpose");
     std::swap(s[d0], s[d1]);
     std::swap(st[d0], st[d1]);
-    return make_view(s, st, impl().offset);
+    return grad_view(make_view(s, st, impl().offset), nullptr,
+                     [d0, d1](const tensor& g) { return g.transpose(d0, d1); }, "transpose");
   }
 
   /// Transpose of a matrix (rank <= 2; a no-op for rank 0 and 1).
@@ -183,7 +211,11 @@ class tensor {
       s[i] = shape()[d];
       st[i] = strides()[d];
     }
-    return make_view(s, st, impl().offset);
+    ember::shape inverse(dims.size());
+    for (std::size_t i = 0; i < dims.size(); ++i)
+      inverse[static_cast<std::size_t>(wrap(dims[i], "permute"))] = static_cast<std::int64_t>(i);
+    return grad_view(make_view(s, st, impl().offset), nullptr,
+                     [inverse](const tensor& g) { return g.permute(inverse); }, "permute");
   }
 
   /// Moves dimension `src` to position `dst`, keeping the others in order.
@@ -216,7 +248,9 @@ class tensor {
     ember::shape s = shape(), st = strides();
     s[d] = (end - start + step - 1) / step;
     st[d] *= step;
-    return make_view(s, st, impl().offset + (s[d] > 0 ? start * strides()[d] : 0));
+    return grad_view(make_view(s, st, impl().offset + (s[d] > 0 ? start * strides()[d] : 0)),
+                     [d, start, end, step](const tensor& b) { return b.slice(d, start, end, step); },
+                     nullptr, "slice");
   }
 
   /// Elements [start, start + length) along dim; out-of-range bounds are an error.
@@ -242,7 +276,8 @@ class tensor {
     ember::shape s = shape(), st = strides();
     s.erase(s.begin() + d);
     st.erase(st.begin() + d);
-    return make_view(s, st, impl().offset + i * strides()[d]);
+    return grad_view(make_view(s, st, impl().offset + i * strides()[d]),
+                     [d, i](const tensor& b) { return b.select(d, i); }, nullptr, "select");
   }
   tensor operator[](std::int64_t i) const { return select(0, i); }
 
@@ -252,7 +287,7 @@ class tensor {
     const std::int64_t stride = d < dim() ? strides()[d] * shape()[d] : 1;
     s.insert(s.begin() + d, 1);
     st.insert(st.begin() + d, stride);
-    return make_view(s, st, impl().offset);
+    return reshaped(make_view(s, st, impl().offset), "unsqueeze");
   }
 
   /// Removes every size-1 dimension.
@@ -263,7 +298,7 @@ class tensor {
         s.push_back(shape()[d]);
         st.push_back(strides()[d]);
       }
-    return make_view(s, st, impl().offset);
+    return reshaped(make_view(s, st, impl().offset), "squeeze");
   }
   /// Removes dimension d if its size is 1 (otherwise returns the same view, as PyTorch).
   tensor squeeze(std::int64_t d) const {
@@ -273,7 +308,7 @@ class tensor {
       s.erase(s.begin() + d);
       st.erase(st.begin() + d);
     }
-    return make_view(s, st, impl().offset);
+    return reshaped(make_view(s, st, impl().offset), "squeeze");
   }
 
   /// Broadcasts size-1 dims (stride 0) and prepends new leading dims; -1 keeps an extent.
@@ -298,7 +333,9 @@ class tensor {
       s[i] = want;
       st[i] = want == cur ? strides()[i - lead] : 0;
     }
-    return make_view(s, st, impl().offset);
+    tensor out = make_view(s, st, impl().offset);
+    if (!tracks_grad()) return out;
+    return autograd::detail::record_expand(*this, std::move(out));
   }
   template <class U>
   tensor expand_as(const tensor<U>& other) const {
@@ -346,6 +383,8 @@ class tensor {
     detail::check(offset >= 0 && (hi < lo || offset + hi < cap), errc::index,
                   "as_strided: shape ", sizes, " with strides ", new_strides, " and offset ",
                   offset, " reaches outside a storage of ", cap, " elements");
+    detail::check(!tracks_grad(), errc::not_implemented, "as_strided: not differentiable; ",
+                  "call it on a detach()ed tensor or under no_grad_guard");
     return make_view(sizes, new_strides, offset);
   }
 
@@ -357,7 +396,8 @@ class tensor {
   tensor clone() const {
     tensor out = detail::make_tensor<T>(shape(), device());
     out.copy_from(*this);
-    return out;
+    if (!tracks_grad()) return out;
+    return autograd::detail::record_identity(*this, std::move(out), "clone_backward");
   }
 
   /// A new handle to the same data, cut from the autograd graph.
@@ -370,8 +410,12 @@ class tensor {
       return *this;
     } else {
       tensor<U> out = detail::make_tensor<U>(shape(), device());
-      out.copy_(*this);
-      return out;
+      {
+        no_grad_guard ng;
+        out.copy_(*this);
+      }
+      if (!tracks_grad()) return out;
+      return autograd::detail::record_convert<U>(*this, std::move(out));
     }
   }
 
@@ -381,7 +425,8 @@ class tensor {
     const tensor src = contiguous();
     tensor out = detail::make_tensor<T>(shape(), dev);
     detail::copy_bytes(out.data(), dev, src.data(), device(), nbytes());
-    return out;
+    if (!tracks_grad()) return out;
+    return autograd::detail::record_identity(*this, std::move(out), "to_copy_backward");
   }
   tensor cpu() const { return to(ember::cpu); }
 
@@ -396,6 +441,15 @@ class tensor {
     check_writable("copy_");
     detail::check(src.device() == device(), errc::device, "copy_: source on ", src.device(),
                   ", destination on ", device(), "; move it with .to(device) first");
+    if (is_grad_enabled() && (requires_grad() || src.requires_grad())) {
+      autograd::detail::check_inplace(*this, "copy_");
+      const tensor<T> s = [&] {
+        if constexpr (std::is_same_v<U, T>) return src; else return src.template to<T>();
+      }();
+      copy_from(s);
+      autograd::detail::record_copy(*this, s);
+      return *this;
+    }
     copy_from(src);
     return *this;
   }
@@ -444,6 +498,10 @@ class tensor {
   tensor& fill_(S v) {
     check_writable("fill_");
     require_cpu("fill_");
+    if (is_grad_enabled() && requires_grad()) {
+      autograd::detail::check_inplace(*this, "fill_");
+      autograd::detail::record_fill(*this);
+    }
     const T value = convert<T>(v);
     detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
     impl().storage->bump_version();
@@ -482,6 +540,73 @@ class tensor {
     return v;
   }
 
+  // ---- autograd ---------------------------------------------------------------------------------
+  /// Does this tensor record operations for gradients (a leaf marked by requires_grad_, or
+  /// the result of an op on one)?
+  bool requires_grad() const noexcept {
+    return impl_ && impl_->autograd && impl_->autograd->requires_grad;
+  }
+  /// Marks a leaf for gradient accumulation: auto p = em::randn<float>({3, 2}).requires_grad_();
+  tensor& requires_grad_(bool on = true) & {
+    set_requires_grad(on);
+    return *this;
+  }
+  tensor requires_grad_(bool on = true) && {
+    set_requires_grad(on);
+    return std::move(*this);
+  }
+  /// True unless the tensor was produced by a recorded op (tensors without grad are leaves).
+  bool is_leaf() const noexcept { return !grad_fn(); }
+  /// The backward function that produced this tensor (null for leaves).
+  std::shared_ptr<autograd::node> grad_fn() const noexcept {
+    return impl_ && impl_->autograd ? impl_->autograd->grad_fn : nullptr;
+  }
+  /// The grad_fn's name ("mean_backward", ...), or "" for a leaf.
+  std::string grad_fn_name() const { return autograd::detail::node_name(grad_fn()); }
+  /// Which output of its grad_fn this tensor is.
+  std::uint32_t output_nr() const noexcept {
+    return impl_ && impl_->autograd ? impl_->autograd->output_nr : 0;
+  }
+  /// The accumulated gradient (undefined before a backward reached this tensor).
+  tensor grad() const {
+    if (!impl_ || !impl_->autograd || !impl_->autograd->grad) return tensor();
+    return tensor(impl_->autograd->grad);
+  }
+  /// Replaces the gradient (an undefined tensor clears it, as optimizer.zero_grad(set_to_none)).
+  void set_grad(const tensor& g) {
+    if (g.defined())
+      detail::check(g.shape() == shape(), errc::shape, "set_grad: gradient of shape ", g.shape(),
+                    " for a tensor of shape ", shape());
+    if (!g.defined() && (!impl().autograd)) return;
+    meta().grad = g.impl_ptr();
+  }
+  /// Keeps .grad() of a non-leaf after backward (leaves always keep theirs).
+  tensor& retain_grad() {
+    detail::check(requires_grad(), errc::autograd,
+                  "retain_grad: the tensor does not require grad");
+    if (is_leaf() || impl_->autograd->retains_grad) return *this;
+    impl_->autograd->retains_grad = true;
+    auto& fn = *impl_->autograd->grad_fn;
+    fn.retained.resize(fn.outputs.size());
+    fn.retained[impl_->autograd->output_nr] = impl_;
+    return *this;
+  }
+  bool retains_grad() const noexcept {
+    return impl_ && impl_->autograd && impl_->autograd->retains_grad;
+  }
+  /// Computes gradients of this tensor with respect to the leaves of its graph and
+  /// accumulates them into their .grad(). `grad` defaults to 1 for one-element tensors.
+  void backward(const tensor& grad = tensor(), const autograd::backward_options& opts = {}) const {
+    autograd::detail::run_backward({impl_ptr()}, {grad.impl_ptr()}, opts);
+  }
+  /// Detaches this handle from the graph in place (it becomes a leaf that does not require grad).
+  tensor& detach_() {
+    if (impl_) impl_->autograd.reset();
+    return *this;
+  }
+  /// The storage's version counter (bumped by every in-place write through any view).
+  std::uint64_t version() const { return impl().storage->version(); }
+
   // ---- internals shared with the rest of ember ----------------------------------------------
   detail::tensor_impl& impl() const {
     detail::check(impl_ != nullptr, errc::value, "use of an undefined tensor");
@@ -517,6 +642,41 @@ class tensor {
     detail::check(dim() > 0, errc::index, op, ": dimension ", d,
                   " requested but the tensor is 0-d (shape ())");
     return wrap_dim(d, dim(), op);
+  }
+
+  /// Recording applies: grad mode is on and this tensor requires grad.
+  bool tracks_grad() const noexcept { return requires_grad() && is_grad_enabled(); }
+
+  detail::autograd_meta& meta() const {
+    auto& m = impl().autograd;
+    if (!m) m = std::make_shared<detail::autograd_meta>();
+    return *m;
+  }
+
+  void set_requires_grad(bool on) {
+    if (on) {
+      detail::check(is_floating_v<T>, errc::dtype, "requires_grad_: only floating-point tensors ",
+                    "can require gradients, got dtype ", dtype_of<T>);
+      meta().requires_grad = true;
+      return;
+    }
+    detail::check(is_leaf(), errc::autograd, "requires_grad_(false): only leaves can be ",
+                  "detached this way; use detach() for a ", grad_fn_name(), " result");
+    if (impl().autograd) impl_->autograd->requires_grad = false;
+  }
+
+  /// A view whose gradient is the incoming one reshaped to this shape.
+  tensor reshaped(tensor out, const char* name) const {
+    if (!tracks_grad()) return out;
+    const ember::shape s = shape();
+    return autograd::detail::record_view<T>(
+        *this, std::move(out), nullptr, [s](const tensor& g) { return g.reshape(s); }, name);
+  }
+  tensor grad_view(tensor out, std::function<tensor(const tensor&)> reapply,
+                   std::function<tensor(const tensor&)> inverse, const char* name) const {
+    if (!tracks_grad()) return out;
+    return autograd::detail::record_view<T>(*this, std::move(out), std::move(reapply),
+                                            std::move(inverse), name);
   }
 
   void require_cpu(const char* op) const {
@@ -575,3 +735,5 @@ tensor<T> make_tensor(const shape& sizes, device dev) {
 }  // namespace detail
 
 }  // namespace ember
+
+#include <ember/autograd/engine.hpp>
