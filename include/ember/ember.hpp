@@ -26,6 +26,10 @@
 #include <ember/expr/operators.hpp>
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
+#include <ember/autograd/engine.hpp>
+#include <ember/autograd/fused.hpp>
+#include <ember/autograd/gradcheck.hpp>
+#include <ember/autograd/meta.hpp>
 #include <ember/io/print.hpp>
 #include <ember/ops/attention.hpp>
 #include <ember/ops/conv.hpp>

@@ -64,6 +64,7 @@ tensor<T> mean_all(const tensor<T>& t);
 
 namespace autograd::detail {
 // defined in autograd/engine.hpp (included at the end of this header)
+template <class = void>
 void run_backward(const variable_list& roots, const variable_list& grads,
                   const backward_options& opts);
 std::string node_name(const std::shared_ptr<node>& fn);
@@ -98,6 +99,9 @@ class tensor {
 
  public:
   using value_type = T;
+  /// Can this element type require gradients (float, double)?
+  static constexpr bool differentiable =
+      is_floating_v<T> && !std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>;
 
   /// An undefined tensor (no storage): `defined()` is false.
   tensor() = default;
@@ -334,8 +338,10 @@ class tensor {
       st[i] = want == cur ? strides()[i - lead] : 0;
     }
     tensor out = make_view(s, st, impl().offset);
-    if (!tracks_grad()) return out;
-    return autograd::detail::record_expand(*this, std::move(out));
+    if constexpr (differentiable) {
+      if (tracks_grad()) return autograd::detail::record_expand(*this, std::move(out));
+    }
+    return out;
   }
   template <class U>
   tensor expand_as(const tensor<U>& other) const {
@@ -396,8 +402,10 @@ class tensor {
   tensor clone() const {
     tensor out = detail::make_tensor<T>(shape(), device());
     out.copy_from(*this);
-    if (!tracks_grad()) return out;
-    return autograd::detail::record_identity(*this, std::move(out), "clone_backward");
+    if constexpr (differentiable) {
+      if (tracks_grad()) return autograd::detail::record_identity(*this, std::move(out), "clone_backward");
+    }
+    return out;
   }
 
   /// A new handle to the same data, cut from the autograd graph.
@@ -414,8 +422,11 @@ class tensor {
         no_grad_guard ng;
         out.copy_(*this);
       }
-      if (!tracks_grad()) return out;
-      return autograd::detail::record_convert<U>(*this, std::move(out));
+      if constexpr (differentiable && is_floating_v<U> && !std::is_same_v<U, half> &&
+                    !std::is_same_v<U, bfloat16>) {
+        if (tracks_grad()) return autograd::detail::record_convert<U>(*this, std::move(out));
+      }
+      return out;
     }
   }
 
@@ -425,8 +436,10 @@ class tensor {
     const tensor src = contiguous();
     tensor out = detail::make_tensor<T>(shape(), dev);
     detail::copy_bytes(out.data(), dev, src.data(), device(), nbytes());
-    if (!tracks_grad()) return out;
-    return autograd::detail::record_identity(*this, std::move(out), "to_copy_backward");
+    if constexpr (differentiable) {
+      if (tracks_grad()) return autograd::detail::record_identity(*this, std::move(out), "to_copy_backward");
+    }
+    return out;
   }
   tensor cpu() const { return to(ember::cpu); }
 
@@ -441,7 +454,8 @@ class tensor {
     check_writable("copy_");
     detail::check(src.device() == device(), errc::device, "copy_: source on ", src.device(),
                   ", destination on ", device(), "; move it with .to(device) first");
-    if (is_grad_enabled() && (requires_grad() || src.requires_grad())) {
+    if constexpr (differentiable) {
+      if (is_grad_enabled() && (requires_grad() || src.requires_grad())) {
       autograd::detail::check_inplace(*this, "copy_");
       const tensor<T> s = [&] {
         if constexpr (std::is_same_v<U, T>) return src; else return src.template to<T>();
@@ -449,6 +463,7 @@ class tensor {
       copy_from(s);
       autograd::detail::record_copy(*this, s);
       return *this;
+      }
     }
     copy_from(src);
     return *this;
@@ -498,9 +513,11 @@ class tensor {
   tensor& fill_(S v) {
     check_writable("fill_");
     require_cpu("fill_");
-    if (is_grad_enabled() && requires_grad()) {
-      autograd::detail::check_inplace(*this, "fill_");
-      autograd::detail::record_fill(*this);
+    if constexpr (differentiable) {
+      if (is_grad_enabled() && requires_grad()) {
+        autograd::detail::check_inplace(*this, "fill_");
+        autograd::detail::record_fill(*this);
+      }
     }
     const T value = convert<T>(v);
     detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
@@ -667,16 +684,29 @@ class tensor {
 
   /// A view whose gradient is the incoming one reshaped to this shape.
   tensor reshaped(tensor out, const char* name) const {
-    if (!tracks_grad()) return out;
-    const ember::shape s = shape();
-    return autograd::detail::record_view<T>(
-        *this, std::move(out), nullptr, [s](const tensor& g) { return g.reshape(s); }, name);
+    if constexpr (differentiable) {
+      if (tracks_grad()) {
+        const ember::shape s = shape();
+        return autograd::detail::record_view<T>(
+            *this, std::move(out), nullptr, [s](const tensor& g) { return g.reshape(s); }, name);
+      }
+    }
+    (void)name;
+    return out;
   }
-  tensor grad_view(tensor out, std::function<tensor(const tensor&)> reapply,
-                   std::function<tensor(const tensor&)> inverse, const char* name) const {
-    if (!tracks_grad()) return out;
-    return autograd::detail::record_view<T>(*this, std::move(out), std::move(reapply),
-                                            std::move(inverse), name);
+  /// reapply: the same view of a base-shaped tensor; inverse: the gradient's map back (one of
+  /// them is nullptr). Nothing is instantiated for element types that cannot require grad.
+  template <class R, class I>
+  tensor grad_view(tensor out, R reapply, I inverse, const char* name) const {
+    if constexpr (differentiable) {
+      if (tracks_grad())
+        return autograd::detail::record_view<T>(*this, std::move(out), std::move(reapply),
+                                                std::move(inverse), name);
+    }
+    (void)reapply;
+    (void)inverse;
+    (void)name;
+    return out;
   }
 
   void require_cpu(const char* op) const {

@@ -30,7 +30,17 @@ using ember::detail::check;
 using ember::detail::fail;
 using ember::detail::tensor_impl;
 
-inline std::string node_name(const std::shared_ptr<node>& fn) { return fn ? fn->name() : ""; }
+inline std::string node_name(const std::shared_ptr<node>& fn) {
+  if (!fn) return "";
+  return fn->label.empty() ? fn->name() : fn->label;
+}
+
+/// Renames t's grad_fn as users know the op ("mean_backward"), when t has one.
+template <class T>
+tensor<T> label_grad_fn(tensor<T> t, const char* label) {
+  if (auto fn = t.grad_fn()) fn->label = label;
+  return t;
+}
 
 /// Calls f(T{}) for the floating element type of d (autograd differentiates float and double).
 template <class F>
@@ -75,10 +85,12 @@ tensor<T> set_history(tensor<T> out, const std::shared_ptr<node>& fn, std::uint3
 }
 
 /// Accumulates gradients into a leaf's .grad() (the sink of every path to that leaf).
+template <class T>
 struct accumulate_grad final : node {
   std::weak_ptr<tensor_impl> leaf;
   explicit accumulate_grad(const std::shared_ptr<tensor_impl>& l) : leaf(l) {}
   std::string name() const override { return "accumulate_grad"; }
+  bool is_accumulator() const override { return true; }
   variable_list apply(variable_list&& grads) override;
 };
 
@@ -89,7 +101,7 @@ edge gradient_edge(const tensor<T>& t) {
   if (m.grad_fn) return {m.grad_fn, m.output_nr};
   auto acc = m.accumulator.lock();
   if (!acc) {
-    acc = std::make_shared<accumulate_grad>(t.impl_ptr());
+    acc = std::make_shared<accumulate_grad<T>>(t.impl_ptr());
     acc->outputs.push_back({t.shape(), t.dtype(), t.device()});
     m.accumulator = acc;
   }
@@ -125,7 +137,8 @@ class saved {
 };
 
 /// Zeros shaped like a node output (for outputs that got no gradient).
-inline variable zeros_for(const output_info& info) {
+template <class = void>
+variable zeros_for(const output_info& info) {
   return visit_floating(info.type, "backward", [&](auto tag) -> variable {
     using T = decltype(tag);
     tensor<T> z = ember::detail::make_tensor<T>(info.sizes, info.dev);
@@ -264,7 +277,8 @@ tensor<T> add_grads(const tensor<T>& a, const tensor<T>& b) {
   });
 }
 
-inline variable add_variables(const variable& a, const variable& b) {
+template <class = void>
+variable add_variables(const variable& a, const variable& b) {
   if (!a) return b;
   if (!b) return a;
   return visit_floating(a->type, "backward", [&](auto tag) -> variable {
@@ -273,13 +287,13 @@ inline variable add_variables(const variable& a, const variable& b) {
   });
 }
 
-inline variable_list accumulate_grad::apply(variable_list&& grads) {
+template <class T>
+variable_list accumulate_grad<T>::apply(variable_list&& grads) {
   auto l = leaf.lock();
   if (!l || !grads.at(0)) return {};
   auto& g = grads[0];
   const bool sole = g.use_count() == 1 && g->storage.use_count() == 1;
-  visit_floating(l->type, "backward", [&](auto tag) {
-    using T = decltype(tag);
+  [&] {
     const tensor<T> leaf_t(l);
     const tensor<T> in(g);
     check(in.shape() == leaf_t.shape(), errc::shape, "backward: gradient of shape ", in.shape(),
@@ -305,7 +319,7 @@ inline variable_list accumulate_grad::apply(variable_list&& grads) {
           static_cast<const T*>(in.data()));
       acc.storage()->bump_version();
     }
-  });
+  }();
   return {};
 }
 
@@ -447,7 +461,8 @@ struct graph_task {
 
 /// Runs backward from roots (edges) with their gradients. In capture mode (grad()), the
 /// gradients arriving at `captures` are returned and leaves are left alone.
-inline variable_list execute(const std::vector<edge>& roots, const variable_list& root_grads,
+template <class = void>
+variable_list execute(const std::vector<edge>& roots, const variable_list& root_grads,
                              bool keep_graph, bool create_graph, const std::vector<edge>& captures) {
   graph_task task;
   task.capture_mode = !captures.empty();
@@ -532,7 +547,7 @@ inline variable_list execute(const std::vector<edge>& roots, const variable_list
       }
     bool run = true;
     if (task.capture_mode) {
-      if (dynamic_cast<accumulate_grad*>(n)) run = false;
+      if (n->is_accumulator()) run = false;
       // run only when something further down still needs gradients
       if (run) {
         run = false;
@@ -571,7 +586,7 @@ inline variable_list execute(const std::vector<edge>& roots, const variable_list
       set_grad_enabled(create_graph);
       out = n->apply(std::move(in));
       set_grad_enabled(prev_mode);
-      if (!keep_graph && !dynamic_cast<accumulate_grad*>(n)) {
+      if (!keep_graph && !n->is_accumulator()) {
         n->release_saved();
         n->released = true;
       }
@@ -597,7 +612,8 @@ variable default_grad(const tensor<T>& t) {
   return g.impl_ptr();
 }
 
-inline void collect_roots(const variable_list& outputs, const variable_list& grads,
+template <class = void>
+void collect_roots(const variable_list& outputs, const variable_list& grads,
                           std::vector<edge>& roots, variable_list& root_grads, const char* op) {
   check(grads.empty() || grads.size() == outputs.size(), errc::value, op, ": got ",
         grads.size(), " gradients for ", outputs.size(), " outputs");
@@ -626,7 +642,8 @@ inline void collect_roots(const variable_list& outputs, const variable_list& gra
   }
 }
 
-inline void run_backward(const variable_list& outputs, const variable_list& grads,
+template <class>
+void run_backward(const variable_list& outputs, const variable_list& grads,
                          const backward_options& opts) {
   std::vector<edge> roots;
   variable_list root_grads;

@@ -105,7 +105,12 @@ struct node {
   virtual void release_saved() {}
   /// Whether apply wants zeros (true) or nulls (false) for outputs that got no gradient.
   virtual bool materialize_grads() const { return true; }
+  /// True for the nodes that accumulate into a leaf's .grad().
+  virtual bool is_accumulator() const { return false; }
 
+  /// A user-facing name that replaces name() in grad_fn_name() (e.g. "mean_backward" for
+  /// the fused division a mean records).
+  std::string label;
   std::vector<edge> next;
   std::vector<output_info> outputs;
   /// Outputs whose tensor called retain_grad(): they get .grad() set as backward passes.

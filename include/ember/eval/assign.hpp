@@ -11,7 +11,18 @@
 #include <cstdint>
 #include <type_traits>
 
+namespace ember::autograd::detail {
+template <class E>
+bool expression_requires_grad(const E& e);  // autograd/fused.hpp
+}  // namespace ember::autograd::detail
+
 namespace ember::detail {
+
+// autograd/fused.hpp (included at the end of this header)
+template <class T, class E>
+tensor<T> record_fused(tensor<T> out, const E& e);
+template <class T, class E>
+void assign_recorded(const tensor<T>& dst, const E& e, const char* op);
 
 /// Elements per parallel task below which an assignment stays on one thread.
 inline constexpr std::int64_t elementwise_grain = 32768;
@@ -221,8 +232,10 @@ bool aliases(const tensor<T>& dst, const E& e) {
   return hit;
 }
 
+/// evaluate() without autograd recording (gradient formulas use it: recording there would
+/// instantiate the backward of the backward of ... without end).
 template <class E>
-tensor<typename E::value_type> evaluate(const E& e) {
+tensor<typename E::value_type> evaluate_raw(const E& e) {
   using T = typename E::value_type;
   static_assert(!std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>,
                 "ember: elementwise math on half/bfloat16 tensors is not supported; convert "
@@ -233,6 +246,15 @@ tensor<typename E::value_type> evaluate(const E& e) {
         " need the CUDA backend");
   tensor<T> out = make_tensor<T>(e.shape(), dev);
   run_elementwise(out.data(), out.strides(), out.shape(), e);
+  return out;
+}
+
+template <class E>
+tensor<typename E::value_type> evaluate(const E& e) {
+  using T = typename E::value_type;
+  tensor<T> out = evaluate_raw(e);
+  if constexpr (is_floating_v<T>)
+    if (autograd::detail::expression_requires_grad(e)) return record_fused(std::move(out), e);
   return out;
 }
 
@@ -247,6 +269,10 @@ void assign(const tensor<T>& dst, const E& e, const char* op) {
   check_devices(e, dst.device(), op);
   check(dst.device().is_cpu(), errc::not_implemented, op, ": elementwise expressions on ",
         dst.device(), " need the CUDA backend");
+  if (is_grad_enabled() && (dst.requires_grad() || autograd::detail::expression_requires_grad(e))) {
+    assign_recorded(dst, e, op);  // Note [Fused backward]: in place, with history
+    return;
+  }
   if (aliases(dst, e)) {
     const tensor<T> tmp = evaluate(e);
     dst.impl().storage->bump_version();
@@ -269,3 +295,5 @@ tensor<typename std::remove_cvref_t<E>::value_type> materialize(const E& e) {
 }
 
 }  // namespace ember::detail
+
+#include <ember/autograd/fused.hpp>

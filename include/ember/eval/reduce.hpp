@@ -371,9 +371,9 @@ bool reduce_outer(const reduce_plan<E>& plan, typename E::value_type* out) {
   return false;
 }
 
-/// Op over the dims in `mask` of expression e; output shape per keepdim.
+/// Op over the dims in `mask` of expression e; output shape per keepdim (no recording).
 template <class Op, class E>
-tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
+tensor<typename E::value_type> reduce_raw(const E& e, const std::vector<bool>& mask, bool keepdim) {
   using T = typename E::value_type;
   using P = typename Op::template partial<T>;
   static_assert(!std::is_same_v<T, bool> && !std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>,
@@ -412,6 +412,112 @@ tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask,
     o[oi] = static_cast<T>(acc);
   }
   return out;
+}
+
+inline std::int64_t reduced_count(const shape& s, const std::vector<bool>& mask) {
+  std::int64_t n = 1;
+  for (std::size_t d = 0; d < s.size(); ++d)
+    if (mask[d]) n *= s[d];
+  return n;
+}
+
+/// g (the gradient of a reduction's output) with the reduced dims put back as size 1.
+template <class T>
+tensor<T> keep_reduced_dims(const tensor<T>& g, const shape& in, const std::vector<bool>& mask,
+                            bool keepdim) {
+  if (keepdim) return g;
+  shape k;
+  for (std::size_t d = 0; d < in.size(); ++d) k.push_back(mask[d] ? 1 : in[d]);
+  return g.reshape(k);
+}
+
+/// Gradient of prod over mask: g * prod / x, with inputs holding zeros handled exactly (the
+/// product of the other elements of the slice), as PyTorch.
+template <class T>
+tensor<T> prod_backward(const tensor<T>& x, const tensor<T>& out_k, const tensor<T>& g_k,
+                        const std::vector<bool>& mask) {
+  bool zeros = false;
+  {
+    const tensor<T> xc = x.contiguous();
+    const T* p = xc.data();
+    for (std::int64_t i = 0; i < xc.numel() && !zeros; ++i) zeros = p[i] == T(0);
+  }
+  if (!zeros) return g_k * out_k / x;
+  // slice by slice: move the reduced dims last, then prefix/suffix products per slice
+  no_grad_guard ng;
+  shape order, inv(x.shape().size());
+  for (std::size_t d = 0; d < mask.size(); ++d)
+    if (!mask[d]) order.push_back(static_cast<std::int64_t>(d));
+  for (std::size_t d = 0; d < mask.size(); ++d)
+    if (mask[d]) order.push_back(static_cast<std::int64_t>(d));
+  const tensor<T> xp = x.permute(order).contiguous();
+  const tensor<T> gp = g_k.expand(x.shape()).permute(order).contiguous();
+  const std::int64_t n = reduced_count(x.shape(), mask);
+  tensor<T> r = make_tensor<T>(xp.shape());
+  const T* xs = xp.data();
+  const T* gs = gp.data();
+  T* rs = r.data();
+  std::vector<T> pre(static_cast<std::size_t>(n) + 1);
+  for (std::int64_t s0 = 0; n > 0 && s0 < xp.numel(); s0 += n) {
+    pre[0] = T(1);
+    for (std::int64_t i = 0; i < n; ++i) pre[static_cast<std::size_t>(i + 1)] = pre[static_cast<std::size_t>(i)] * xs[s0 + i];
+    T suf = T(1);
+    for (std::int64_t i = n; i-- > 0;) {
+      rs[s0 + i] = gs[s0 + i] * pre[static_cast<std::size_t>(i)] * suf;
+      suf *= xs[s0 + i];
+    }
+  }
+  for (std::size_t d = 0; d < order.size(); ++d) inv[static_cast<std::size_t>(order[d])] = static_cast<std::int64_t>(d);
+  return r.permute(inv).contiguous();
+}
+
+/// Op over mask with autograd: sum records one node over the whole expression (Note [Fused
+/// backward]); prod/amax/amin materialize their input and record a hand-written node.
+template <class Op, class E>
+tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
+  using T = typename E::value_type;
+  if constexpr (!is_floating_v<T> || std::is_same_v<T, half> || std::is_same_v<T, bfloat16>) {
+    return reduce_raw<Op>(e, mask, keepdim);
+  } else {
+    if (!autograd::detail::expression_requires_grad(e)) return reduce_raw<Op>(e, mask, keepdim);
+    if constexpr (std::is_same_v<Op, sum_op>) {
+      tensor<T> out;
+      {
+        no_grad_guard ng;
+        out = reduce_raw<Op>(e, mask, keepdim);
+      }
+      return record_fused_sum(std::move(out), e, mask, keepdim);
+    } else {
+      const tensor<T> x = evaluate(e);  // recorded: the expression's own node
+      tensor<T> out;
+      {
+        no_grad_guard ng;
+        out = reduce_raw<Op>(expr::leaf<T>(x), mask, keepdim);
+      }
+      autograd::detail::saved<T> sx(x), so(out);
+      const shape in = x.shape();
+      constexpr const char* nm = std::is_same_v<Op, prod_op> ? "prod_backward"
+                                 : std::is_same_v<Op, max_op> ? "amax_backward"
+                                                              : "amin_backward";
+      return autograd::detail::record<T>(nm, out, {x}, [sx, so, mask, keepdim, in](const tensor<T>& g) {
+        const tensor<T>& x = sx.unpack(nm);
+        const tensor<T> o = keep_reduced_dims(so.unpack(nm), in, mask, keepdim);
+        const tensor<T> gk = keep_reduced_dims(g, in, mask, keepdim);
+        if constexpr (std::is_same_v<Op, prod_op>) {
+          return std::vector<tensor<T>>{prod_backward(x, o, gk, mask)};
+        } else {
+          // ties share the gradient evenly, as PyTorch's amax/amin
+          tensor<T> hits;
+          {
+            no_grad_guard ng;
+            hits = where(x == o, T(1), T(0));
+          }
+          const tensor<T> count = reduce_raw<sum_op>(expr::leaf<T>(hits), mask, true);
+          return std::vector<tensor<T>>{tensor<T>(hits * (gk / count))};
+        }
+      });
+    }
+  }
 }
 
 /// argmax/argmin: index of the first extreme element along one dim (NaN counts as the
@@ -465,6 +571,9 @@ tensor<T> sum_all(const tensor<T>& t) {
 }
 template <class T>
 tensor<T> mean_all(const tensor<T>& t) {
+  if constexpr (is_floating_v<T>) {
+    if (t.requires_grad() && is_grad_enabled()) return sum_all(t) / static_cast<T>(t.numel());
+  }
   tensor<T> s = sum_all(t);
   *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
   return s;
@@ -516,19 +625,13 @@ EMBER_REDUCTION(amin, detail::min_op)
 #undef EMBER_REDUCTION
 
 namespace detail {
-inline std::int64_t reduced_count(const shape& s, const std::vector<bool>& mask) {
-  std::int64_t n = 1;
-  for (std::size_t d = 0; d < s.size(); ++d)
-    if (mask[d]) n *= s[d];
-  return n;
-}
 template <class E>
 reduced_t<E> mean_impl(const E& e, const std::vector<bool>& mask, bool keepdim) {
   using T = value_type_t<E>;
   static_assert(is_floating_v<T>, "ember::mean: needs a floating-point expression");
   auto s = reduce<sum_op>(as_expr(e), mask, keepdim);
   const auto n = static_cast<T>(reduced_count(e.shape(), mask));
-  return s / n;  // NaN for an empty reduction, as in PyTorch
+  return autograd::detail::label_grad_fn(tensor<T>(s / n), "mean_backward");  // NaN if empty
 }
 template <class E>
 reduced_t<E> var_impl(const E& e, const std::vector<bool>& mask, bool unbiased, bool keepdim) {
@@ -539,7 +642,7 @@ reduced_t<E> var_impl(const E& e, const std::vector<bool>& mask, bool unbiased, 
   auto ss = reduce<sum_op>(as_expr(square(as_expr(e) - m)), mask, keepdim);
   const std::int64_t n = reduced_count(e.shape(), mask);
   const T denom = static_cast<T>(std::max<std::int64_t>(n - (unbiased ? 1 : 0), 0));
-  return ss / denom;
+  return autograd::detail::label_grad_fn(tensor<T>(ss / denom), "var_backward");
 }
 }  // namespace detail
 
@@ -602,8 +705,12 @@ detail::reduced_t<E> logsumexp(const E& e, const shape& dims, bool keepdim = fal
   static_assert(is_floating_v<T>, "ember::logsumexp: needs a floating-point expression");
   const auto mask = detail::reduction_mask(e.shape(), dims, "logsumexp");
   const tensor<T> x = detail::as_expr(e).eval();
-  tensor<T> m = detail::reduce<detail::max_op>(expr::leaf<T>(x), mask, true);
-  const tensor<T> safe = where(abs(m) == std::numeric_limits<T>::infinity(), T(0), m);
+  tensor<T> safe;
+  {  // the shift is a constant for autograd: d/dx log(sum(exp(x - m))) + m does not need dm/dx
+    no_grad_guard ng;
+    const tensor<T> m = detail::reduce_raw<detail::max_op>(expr::leaf<T>(x), mask, true);
+    safe = where(abs(m) == std::numeric_limits<T>::infinity(), T(0), m);
+  }
   tensor<T> s = detail::reduce<detail::sum_op>(exp(x - safe), mask, keepdim);
   const tensor<T> ms = keepdim ? safe : safe.reshape(s.shape());
   return log(s) + ms;

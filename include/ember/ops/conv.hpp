@@ -1,8 +1,10 @@
 // Convolution: ember::size2 (the 2-D extent shared with pooling), F::conv1d, F::conv2d,
-// F::conv_transpose1d and F::conv_transpose2d via im2col + GEMM, and the detail helpers
-// (im2col, col2im, input and weight gradients) that the autograd layer reuses.
+// F::conv_transpose1d and F::conv_transpose2d via im2col + GEMM with their backward nodes, and
+// the detail helpers (im2col, col2im, input and weight gradients) the backward passes use.
 #pragma once
 
+#include <ember/autograd/engine.hpp>
+#include <ember/autograd/meta.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
@@ -17,6 +19,8 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace ember {
 
@@ -405,22 +409,98 @@ size2 check_conv(const conv_args& a, const tensor<T>& x, const tensor<T>& w, con
   return {(padded.h - eff.h) / s.h + 1, (padded.w - eff.w) / s.w + 1};
 }
 
+/// t as 4-D (N, C, H, W): an unbatched input gets a batch of 1, a 1-D one (sd == 1) a height
+/// of 1. Views only; callers run it without recording.
+template <class T>
+tensor<T> as_nchw(const tensor<T>& t, int sd, bool unbatched) {
+  const tensor<T> b = unbatched ? t.unsqueeze(0) : t;
+  return sd == 1 ? b.unsqueeze(2) : b;
+}
+
+/// Sum of a contiguous (n, c, h, w) tensor over n, h and w: a bias gradient of shape (c).
+template <class T>
+tensor<T> channel_sum(const tensor<T>& g4) {
+  const std::int64_t batch = g4.size(0), c = g4.size(1), p = g4.size(2) * g4.size(3);
+  tensor<T> s = make_tensor<T>({c});
+  const T* gp = g4.data();
+  for (std::int64_t o = 0; o < c; ++o) {
+    T acc = 0;
+    for (std::int64_t n = 0; n < batch; ++n)
+      for (std::int64_t q = 0; q < p; ++q) acc += gp[(n * c + o) * p + q];
+    s.data()[o] = acc;
+  }
+  return s;
+}
+
+/// Note [Conv backward]: one node for the whole op (the rank-adapting views are not recorded).
+/// For y = conv2d(x, w): dx = conv_transpose2d(dy, w) onto x's size, dw = conv2d_weight_grad(x,
+/// dy), db = sum of dy over batch and space. conv_transpose2d is conv2d's adjoint, so for
+/// y = conv_transpose2d(x, w): dx = conv2d(dy, w), cut to x's size (with output_padding not
+/// below the stride the convolution sees extra rows), and dw = conv2d_weight_grad with the
+/// roles of input and output swapped: conv2d_weight_grad(dy, x). Only the tensors a needed
+/// gradient reads are saved. Not twice differentiable.
+template <class T>
+tensor<T> conv_backward_node(const conv_args& a, const tensor<T>& x, const tensor<T>& w,
+                             const tensor<T>& bias, tensor<T> y, bool unbatched) {
+  const bool need_x = x.requires_grad(), need_w = w.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+  // dx reads w, dw reads x
+  const autograd::detail::saved<T> sx(need_w ? x : tensor<T>()), sw(need_x ? w : tensor<T>());
+  std::string name = std::string(a.op) + "_backward";
+  const shape xs = x.shape(), ws = w.shape();
+  return autograd::detail::record<T>(
+      name, std::move(y), {x, w, bias},
+      [sx, sw, a, xs, ws, unbatched, need_x, need_w, need_b, name](const tensor<T>& g) {
+        no_grad_guard ng;
+        const tensor<T> g4 = as_nchw(g, a.sd, unbatched).contiguous();
+        const shape ws4 = a.sd == 1 ? shape{ws[0], ws[1], 1, ws[2]} : ws;
+        tensor<T> gx, gw, gb;
+        if (need_x) {
+          const tensor<T> w = sw.unpack(name);
+          const tensor<T> w4 = a.sd == 1 ? w.unsqueeze(2) : w;
+          const size2 in = a.sd == 1 ? size2{1, xs[xs.size() - 1]}
+                                     : size2{xs[xs.size() - 2], xs[xs.size() - 1]};
+          tensor<T> gx4;
+          if (a.transposed) {
+            gx4 = conv2d_nchw(g4, w4, tensor<T>(), a.stride, a.padding, a.dilation, a.groups);
+            if (gx4.size(2) != in.h || gx4.size(3) != in.w)
+              gx4 = gx4.slice(2, 0, in.h).slice(3, 0, in.w).contiguous();
+          } else {
+            gx4 = conv_transpose2d_nchw(g4, w4, tensor<T>(), a.stride, a.padding, a.dilation,
+                                        a.groups, in);
+          }
+          gx = gx4.view(xs);
+        }
+        if (need_w) {
+          const tensor<T> x4 = as_nchw(sx.unpack(name), a.sd, unbatched);
+          gw = (a.transposed ? conv2d_weight_grad(g4, x4, ws4, a.stride, a.padding, a.dilation, a.groups)
+                             : conv2d_weight_grad(x4, g4, ws4, a.stride, a.padding, a.dilation, a.groups))
+                   .view(ws);
+        }
+        if (need_b) gb = channel_sum(g4);
+        return std::vector<tensor<T>>{gx, gw, gb};
+      });
+}
+
 /// conv1d/conv2d/conv_transpose*d for any accepted rank: checks, views the input as 4-D
-/// (unbatched inputs get a batch of 1, 1-D ones a height of 1), runs, views the result back.
+/// (unbatched inputs get a batch of 1, 1-D ones a height of 1), runs, views the result back,
+/// and records the backward node (Note [Conv backward]).
 template <class T>
 tensor<T> conv_entry(const conv_args& a, const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
   const size2 out = check_conv(a, x, w, bias);
   const bool unbatched = x.dim() == a.sd + 1;
-  tensor<T> x4 = unbatched ? x.unsqueeze(0) : x;
-  tensor<T> w4 = w;
-  if (a.sd == 1) {
-    x4 = x4.unsqueeze(2);
-    w4 = w4.unsqueeze(2);
+  tensor<T> y;
+  {
+    no_grad_guard ng;
+    const tensor<T> x4 = as_nchw(x, a.sd, unbatched);
+    const tensor<T> w4 = a.sd == 1 ? w.unsqueeze(2) : w;
+    y = a.transposed ? conv_transpose2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups, out)
+                     : conv2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups);
+    if (a.sd == 1) y = y.squeeze(2);
+    if (unbatched) y = y.squeeze(0);
   }
-  tensor<T> y = a.transposed ? conv_transpose2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups, out)
-                             : conv2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups);
-  if (a.sd == 1) y = y.squeeze(2);
-  return unbatched ? y.squeeze(0) : y;
+  if (!autograd::detail::any_requires_grad(x, w, bias)) return y;
+  return conv_backward_node(a, x, w, bias, std::move(y), unbatched);
 }
 
 }  // namespace detail

@@ -1,8 +1,10 @@
 // Indexing ops: index_select, gather, scatter / scatter_add, index_add, embedding, one_hot,
 // masked_fill and masked_select, with their kernels in ember::detail (shared with backward:
-// scatter_add is gather's adjoint, index_add index_select's and embedding's).
+// scatter_add is gather's adjoint, index_add index_select's and embedding's) and their
+// recorded backward passes (Note [Index backward]).
 #pragma once
 
+#include <ember/autograd/engine.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
@@ -14,10 +16,13 @@
 #include <array>
 #include <concepts>
 #include <cstdint>
+#include <numeric>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace ember {
 
@@ -401,14 +406,290 @@ void index_add_into(const tensor<T>& self, std::int64_t dim, const tensor<I>& id
 
 }  // namespace detail
 
+// declared ahead: the backward formulas below are built from these recorded ops
+template <operand E, operand Ix>
+tensor<value_type_t<E>> index_select(const E& x, std::int64_t dim, const Ix& idx);
+template <operand E, operand Ix>
+tensor<value_type_t<E>> gather(const E& x, std::int64_t dim, const Ix& idx);
+template <operand E, operand Ix, operand S>
+tensor<value_type_t<E>> scatter(const E& x, std::int64_t dim, const Ix& idx, const S& src);
+template <operand E, operand M, class S>
+  requires std::is_arithmetic_v<S> || is_element_v<S>
+tensor<value_type_t<E>> masked_fill(const E& x, const M& mask, S value);
+template <operand Ix, operand W>
+tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight);
+
+namespace detail {
+
+// Note [Index backward]: each op records one "<op>_backward" node; the in-place ops
+// (scatter_, scatter_add_, index_add_, masked_fill_) rebase self's history onto theirs, and
+// the out-of-place ones are those on a fresh copy. Index tensors and masks are saved
+// version-checked and get no gradient. The gradients are built from recorded ops (gather and
+// scatter_add are each other's adjoints, so are index_select and index_add), so gradients of
+// gradients work (create_graph). scatter_'s src gradient skips elements a later duplicate
+// index overwrote: only the element that lands gets one.
+
+/// Element types the engine differentiates.
+template <class T>
+inline constexpr bool index_grad_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+/// index_select's adjoint: zeros of self_shape with g's slices added at rows idx along d
+/// (duplicates accumulate). Recorded: its gradient is index_select again.
+template <class T, class I>
+tensor<T> index_select_adjoint(const tensor<T>& g, std::int64_t d, const tensor<I>& idx,
+                               const shape& self_shape) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = index_select_backward(g, d, idx, self_shape);
+  }
+  if (!autograd::detail::any_requires_grad(g)) return out;
+  return autograd::detail::record<T>("index_add_backward", std::move(out), {g},
+                                     [d, idx](const tensor<T>& gg) {
+                                       return std::vector<tensor<T>>{index_select(gg, d, idx)};
+                                     });
+}
+
+/// gather's adjoint: g scatter-added into zeros of self_shape. Recorded: its gradient is
+/// gather again.
+template <class T, class I>
+tensor<T> gather_adjoint(const tensor<T>& g, std::int64_t d, const tensor<I>& idx,
+                         const shape& self_shape) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = gather_backward(g, d, idx, self_shape);
+  }
+  if (!autograd::detail::any_requires_grad(g)) return out;
+  return autograd::detail::record<T>("scatter_add_backward", std::move(out), {g},
+                                     [d, idx](const tensor<T>& gg) {
+                                       return std::vector<tensor<T>>{gather(gg, d, idx)};
+                                     });
+}
+
+/// embedding's adjoint: g's rows summed into a (num_weights, D) zero table, nothing at
+/// padding_idx. Recorded: its gradient is the embedding of the upstream gradient.
+template <class T, class I>
+tensor<T> embedding_adjoint(const tensor<T>& g, const tensor<I>& idx, std::int64_t num_weights,
+                            std::optional<std::int64_t> padding_idx) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = embedding_backward(g, idx, num_weights, padding_idx);
+  }
+  if (!autograd::detail::any_requires_grad(g)) return out;
+  return autograd::detail::record<T>(
+      "embedding_dense_backward", std::move(out), {g}, [idx, padding_idx](const tensor<T>& gg) {
+        tensor<T> rows = embedding(idx, gg);
+        if (padding_idx) {
+          shape ms = idx.shape();
+          ms.push_back(1);
+          tensor<bool> at_pad = make_tensor<bool>(ms);
+          const std::int64_t p = *padding_idx;
+          const shape ps = contiguous_strides(idx.shape());  // at_pad without its last dim
+          for_each_element(idx.shape(), {&ps, &idx.strides()},
+                           [p](bool& b, const I& i) { b = static_cast<std::int64_t>(i) == p; },
+                           at_pad.data(), static_cast<const I*>(idx.data()));
+          rows = masked_fill(rows, at_pad, 0);
+        }
+        return std::vector<tensor<T>>{rows};
+      });
+}
+
+/// alpha * t, recorded (its gradient is alpha * the upstream gradient).
+template <class T>
+tensor<T> alpha_scaled(const tensor<T>& t, T alpha) {
+  if (alpha == T(1)) return t;
+  tensor<T> out = make_tensor<T>(t.shape());
+  for_each_element(t.shape(), {&out.strides(), &t.strides()},
+                   [alpha](T& o, const T& v) { o = v * alpha; }, out.data(),
+                   static_cast<const T*>(t.data()));
+  if (!autograd::detail::any_requires_grad(t)) return out;
+  return autograd::detail::record<T>("mul_backward", std::move(out), {t},
+                                     [alpha](const tensor<T>& g) {
+                                       return std::vector<tensor<T>>{alpha_scaled(g, alpha)};
+                                     });
+}
+
+/// t at the start of zeros of `target` (t no larger in any dim; same rank), recorded: its
+/// gradient is the matching corner of the upstream gradient.
+template <class T>
+tensor<T> zero_extend(const tensor<T>& t, const shape& target) {
+  if (t.shape() == target) return t;
+  tensor<T> out = autograd::detail::zeros_shaped<T>(target, t.device());
+  auto corner = [](tensor<T> r, const shape& s) {
+    for (std::int64_t k = 0; k < r.dim(); ++k) r = r.narrow(k, 0, s[static_cast<std::size_t>(k)]);
+    return r;
+  };
+  {
+    no_grad_guard ng;
+    corner(out, t.shape()).copy_(t);
+  }
+  if (!autograd::detail::any_requires_grad(t)) return out;
+  const shape ts = t.shape();
+  return autograd::detail::record<T>("pad_backward", std::move(out), {t},
+                                     [ts, corner](const tensor<T>& g) {
+                                       return std::vector<tensor<T>>{corner(g, ts)};
+                                     });
+}
+
+/// scatter_ with duplicate indices: true at the elements of idx (at least 1-d) whose value a
+/// later duplicate overwrites. Replays the forward kernel's order (Note [Parallel rows]:
+/// colliding elements differ only along d, so one thread writes them in row-major order).
+template <class I>
+tensor<bool> scatter_overwritten(const shape& self_shape, std::int64_t d, const tensor<I>& idx) {
+  // every slot the gather reads was written by the scatter: no need to initialize
+  tensor<std::int64_t> slot = make_tensor<std::int64_t>(self_shape);
+  tensor<std::int64_t> pos = make_tensor<std::int64_t>(idx.shape());
+  std::iota(pos.data(), pos.data() + pos.numel(), std::int64_t{0});
+  scatter_kernel<false>(slot, d, idx, pos);
+  tensor<std::int64_t> back = make_tensor<std::int64_t>(idx.shape());
+  gather_kernel(back, slot, d, idx);
+  tensor<bool> lost = make_tensor<bool>(idx.shape());
+  for (std::int64_t i = 0; i < lost.numel(); ++i) lost.data()[i] = back.data()[i] != i;
+  return lost;
+}
+
+/// Records an in-place op already applied to self: self's history becomes `name`, with edges
+/// to self's previous history and the other inputs (check_inplace must run before writing).
+template <class T, class Fn>
+void record_inplace(const tensor<T>& self, std::string name,
+                    std::initializer_list<tensor<T>> inputs, Fn&& backward) {
+  tensor<T> alias = autograd::detail::record<T>(std::move(name), self.detach(), inputs,
+                                                std::forward<Fn>(backward));
+  if (alias.requires_grad()) autograd::detail::rebase_history(self, alias);
+}
+
+/// scatter_ / scatter_add_ with recording (self written in place).
+template <bool Add, class T, class I>
+void scatter_into_recorded(const tensor<T>& self, std::int64_t dim, const tensor<I>& idx,
+                           const tensor<T>& src, const char* op) {
+  bool rec = false;
+  if constexpr (index_grad_v<T>) rec = autograd::detail::any_requires_grad(self, src);
+  if (rec) autograd::detail::check_inplace(self, op);
+  {
+    no_grad_guard ng;
+    scatter_into<Add>(self, dim, idx, src, op);
+  }
+  if constexpr (index_grad_v<T>) {
+    if (!rec) return;
+    const char* name = Add ? "scatter_add_backward" : "scatter_backward";
+    const std::int64_t d = wrap_dim(dim, self.dim(), op);
+    const autograd::detail::saved<I> si(idx);
+    const shape ss = self.dim() == 0 ? shape{1} : self.shape(), srcs = src.shape();
+    const bool need_self = self.requires_grad(), need_src = src.requires_grad();
+    record_inplace(self, name, {self, src}, [=](const tensor<T>& g) {
+      const tensor<I> ix = at_least_1d(si.unpack(name));
+      tensor<T> gs, gsrc;
+      if (need_self) {
+        if constexpr (Add) gs = g;
+        else gs = scatter(g, d, ix, autograd::detail::zeros_shaped<T>(ix.shape(), g.device()));
+      }
+      if (need_src) {
+        gsrc = gather(at_least_1d(g), d, ix);
+        if constexpr (!Add) {
+          tensor<bool> lost;
+          {
+            no_grad_guard ng;
+            lost = scatter_overwritten(ss, d, ix);
+          }
+          const bool* lp = lost.data();
+          if (std::any_of(lp, lp + lost.numel(), [](bool b) { return b; }))
+            gsrc = masked_fill(gsrc, lost, 0);
+        }
+        gsrc = zero_extend(gsrc, srcs.empty() ? shape{1} : srcs);  // src may be larger than idx
+        if (srcs.empty()) gsrc = gsrc.reshape(srcs);
+      }
+      return std::vector<tensor<T>>{gs, gsrc};
+    });
+  }
+}
+
+/// index_add_ with recording (self written in place).
+template <class T, class I>
+void index_add_recorded(const tensor<T>& self, std::int64_t dim, const tensor<I>& idx,
+                        const tensor<T>& src, T alpha, const char* op) {
+  bool rec = false;
+  if constexpr (index_grad_v<T>) rec = autograd::detail::any_requires_grad(self, src);
+  if (rec) autograd::detail::check_inplace(self, op);
+  {
+    no_grad_guard ng;
+    index_add_into(self, dim, idx, src, alpha, op);
+  }
+  if constexpr (index_grad_v<T>) {
+    if (!rec) return;
+    const std::int64_t d = wrap_dim(dim, self.dim(), op);
+    const autograd::detail::saved<I> si(idx);
+    const shape srcs = src.shape();
+    const bool need_src = src.requires_grad();
+    record_inplace(self, "index_add_backward", {self, src}, [=](const tensor<T>& g) {
+      tensor<T> gsrc;
+      if (need_src) {
+        gsrc = alpha_scaled(index_select(g, d, si.unpack("index_add_backward")), alpha);
+        if (gsrc.shape() != srcs) gsrc = gsrc.reshape(srcs);  // 0-d self or src
+      }
+      return std::vector<tensor<T>>{g, gsrc};
+    });
+  }
+}
+
+/// embedding (padding_idx already in [0, num_embeddings)) with recording.
+template <class T, class I>
+tensor<T> embedding_recorded(const tensor<I>& idx, const tensor<T>& w,
+                             std::optional<std::int64_t> padding_idx) {
+  check(w.dim() == 2, errc::shape, "embedding: the weight must be 2-D "
+        "(num_embeddings, embedding_dim), got shape ", w.shape());
+  shape s = idx.shape();
+  s.push_back(w.size(1));
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = index_select_impl(w, 0, idx.reshape({idx.numel()}), "embedding").view(s);
+  }
+  if constexpr (index_grad_v<T>) {
+    if (autograd::detail::any_requires_grad(w)) {
+      const autograd::detail::saved<I> si(idx);
+      const std::int64_t n = w.size(0);
+      out = autograd::detail::record<T>(
+          "embedding_backward", std::move(out), {w}, [si, n, padding_idx](const tensor<T>& g) {
+            return std::vector<tensor<T>>{
+                embedding_adjoint(g, si.unpack("embedding_backward"), n, padding_idx)};
+          });
+    }
+  }
+  return out;
+}
+
+}  // namespace detail
+
 /// The slices idx[0], idx[1], ... of x along dim (a new tensor; idx is a 1-D index tensor).
 ///   em::index_select(a, 0, em::from_vector<std::int64_t>({0, 2}, {2}));  // rows 0 and 2
 /// Negative or too large indices are an errc::index error.
 template <operand E, operand Ix>
-tensor<value_type_t<E>> index_select(const E& x, std::int64_t dim, const Ix& idx) {
-  detail::require_index_type<value_type_t<Ix>>();
-  return detail::index_select_impl(detail::cpu_operand(x, "index_select"), dim,
-                                   detail::cpu_operand(idx, "index_select"), "index_select");
+tensor<value_type_t<E>> index_select(const E& x_in, std::int64_t dim, const Ix& idx_in) {
+  using T = value_type_t<E>;
+  using I = value_type_t<Ix>;
+  detail::require_index_type<I>();
+  const tensor<T> x = detail::cpu_operand(x_in, "index_select");
+  const tensor<I> idx = detail::cpu_operand(idx_in, "index_select");
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = detail::index_select_impl(x, dim, idx, "index_select");
+  }
+  if constexpr (detail::index_grad_v<T>) {
+    if (autograd::detail::any_requires_grad(x)) {
+      const std::int64_t d = wrap_dim(dim, x.dim(), "index_select");
+      const autograd::detail::saved<I> si(idx);
+      const shape xs = x.shape();
+      out = autograd::detail::record<T>(
+          "index_select_backward", std::move(out), {x}, [si, d, xs](const tensor<T>& g) {
+            return std::vector<tensor<T>>{
+                detail::index_select_adjoint(g, d, si.unpack("index_select_backward"), xs)};
+          });
+    }
+  }
+  return out;
 }
 
 /// out[i][j] = x[idx[i][j]][j] (dim 0), x[i][idx[i][j]] (dim 1), ...: the output has idx's
@@ -422,13 +703,29 @@ tensor<value_type_t<E>> gather(const E& x_in, std::int64_t dim, const Ix& idx_in
   const tensor<T> x0 = detail::cpu_operand(x_in, "gather");
   const tensor<I> idx0 = detail::cpu_operand(idx_in, "gather");
   const std::int64_t d = wrap_dim(dim, x0.dim(), "gather");
-  const tensor<T> x = detail::at_least_1d(x0);
-  const tensor<I> idx = detail::at_least_1d(idx0);
-  detail::check_scatter_shapes<T, I>(x, d, idx, nullptr, "gather");
-  detail::check_index_range(idx, x.size(d), d, x0.shape(), "gather");
-  tensor<T> out = detail::make_tensor<T>(idx.shape());
-  detail::gather_kernel(out, x, d, idx);
-  return idx0.dim() == 0 ? out.reshape({}) : out;
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    const tensor<T> x = detail::at_least_1d(x0);
+    const tensor<I> idx = detail::at_least_1d(idx0);
+    detail::check_scatter_shapes<T, I>(x, d, idx, nullptr, "gather");
+    detail::check_index_range(idx, x.size(d), d, x0.shape(), "gather");
+    out = detail::make_tensor<T>(idx.shape());
+    detail::gather_kernel(out, x, d, idx);
+    if (idx0.dim() == 0) out = out.reshape({});
+  }
+  if constexpr (detail::index_grad_v<T>) {
+    if (autograd::detail::any_requires_grad(x0)) {
+      const autograd::detail::saved<I> si(idx0);
+      const shape xs = x0.shape();
+      out = autograd::detail::record<T>(
+          "gather_backward", std::move(out), {x0}, [si, d, xs](const tensor<T>& g) {
+            return std::vector<tensor<T>>{
+                detail::gather_adjoint(g, d, si.unpack("gather_backward"), xs)};
+          });
+    }
+  }
+  return out;
 }
 
 /// In place: self[..., idx[...], ...] += src[...] along dim (duplicates accumulate); returns
@@ -437,9 +734,9 @@ template <class T, operand Ix, operand S>
 tensor<T> scatter_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::scatter_into<true>(detail::cpu_operand(self, "scatter_add_"), dim,
-                             detail::cpu_operand(idx, "scatter_add_"),
-                             detail::cpu_operand(src, "scatter_add_"), "scatter_add_");
+  detail::scatter_into_recorded<true>(detail::cpu_operand(self, "scatter_add_"), dim,
+                                      detail::cpu_operand(idx, "scatter_add_"),
+                                      detail::cpu_operand(src, "scatter_add_"), "scatter_add_");
   return self;
 }
 
@@ -457,9 +754,9 @@ template <class T, operand Ix, operand S>
 tensor<T> scatter_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::scatter_into<false>(detail::cpu_operand(self, "scatter_"), dim,
-                              detail::cpu_operand(idx, "scatter_"),
-                              detail::cpu_operand(src, "scatter_"), "scatter_");
+  detail::scatter_into_recorded<false>(detail::cpu_operand(self, "scatter_"), dim,
+                                       detail::cpu_operand(idx, "scatter_"),
+                                       detail::cpu_operand(src, "scatter_"), "scatter_");
   return self;
 }
 
@@ -477,9 +774,10 @@ tensor<T> index_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, con
                      A alpha = 1) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::index_add_into(detail::cpu_operand(self, "index_add_"), dim,
-                         detail::cpu_operand(idx, "index_add_"),
-                         detail::cpu_operand(src, "index_add_"), convert<T>(alpha), "index_add_");
+  detail::index_add_recorded(detail::cpu_operand(self, "index_add_"), dim,
+                             detail::cpu_operand(idx, "index_add_"),
+                             detail::cpu_operand(src, "index_add_"), convert<T>(alpha),
+                             "index_add_");
   return self;
 }
 
@@ -497,15 +795,9 @@ tensor<value_type_t<E>> index_add(const E& x, std::int64_t dim, const Ix& idx, c
 ///   auto vecs = em::embedding(ids /* tensor<int64_t> (B, L) */, table);   // (B, L, D)
 template <operand Ix, operand W>
 tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight) {
-  using I = value_type_t<Ix>;
-  detail::require_index_type<I>();
-  const auto w = detail::cpu_operand(weight, "embedding");
-  const tensor<I> idx = detail::cpu_operand(indices, "embedding");
-  detail::check(w.dim() == 2, errc::shape, "embedding: the weight must be 2-D "
-                "(num_embeddings, embedding_dim), got shape ", w.shape());
-  shape s = idx.shape();
-  s.push_back(w.size(1));
-  return detail::index_select_impl(w, 0, idx.reshape({idx.numel()}), "embedding").view(s);
+  detail::require_index_type<value_type_t<Ix>>();
+  return detail::embedding_recorded(detail::cpu_operand(indices, "embedding"),
+                                    detail::cpu_operand(weight, "embedding"), std::nullopt);
 }
 
 namespace nn::functional {
@@ -520,13 +812,16 @@ struct embedding_func_options {
 template <operand Ix, operand W>
 tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight,
                                   const embedding_func_options& options = {}) {
+  detail::require_index_type<value_type_t<Ix>>();
   const auto w = detail::cpu_operand(weight, "embedding");
+  std::optional<std::int64_t> pad;
   if (options.padding_idx) {
     const std::int64_t n = w.dim() > 0 ? w.size(0) : 0, p = *options.padding_idx;
     detail::check(p >= -n && p < n, errc::index, "embedding: padding_idx ", p,
                   " is out of range for a weight with ", n, " rows (shape ", w.shape(), ")");
+    pad = p < 0 ? p + n : p;
   }
-  return ember::embedding(indices, w);
+  return detail::embedding_recorded(detail::cpu_operand(indices, "embedding"), w, pad);
 }
 
 }  // namespace nn::functional
@@ -576,13 +871,27 @@ tensor<T> masked_fill_(const tensor<T>& x, const M& mask_in, S value) {
   detail::check(broadcastable_to(mask.shape(), x.shape()), errc::shape, "masked_fill_: mask ",
                 "of shape ", mask.shape(), " does not broadcast to the input shape ", x.shape());
   x.check_writable("masked_fill_");
+  bool rec = false;
+  if constexpr (detail::index_grad_v<T>) rec = autograd::detail::any_requires_grad(x);
+  if (rec) autograd::detail::check_inplace(x, "masked_fill_");
   if constexpr (std::is_same_v<T, bool>)
     if (mask.storage() == x.storage()) mask = mask.clone();
-  const tensor<bool> mb = mask.expand(x.shape());
-  const T v = convert<T>(value);
-  detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
-                           [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
-  x.impl().storage->bump_version();
+  {
+    no_grad_guard ng;
+    const tensor<bool> mb = mask.expand(x.shape());
+    const T v = convert<T>(value);
+    detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
+                             [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
+    x.impl().storage->bump_version();
+  }
+  if constexpr (detail::index_grad_v<T>) {
+    if (rec) {
+      const autograd::detail::saved<bool> sm(mask);
+      detail::record_inplace(x, "masked_fill_backward", {x}, [sm](const tensor<T>& g) {
+        return std::vector<tensor<T>>{masked_fill(g, sm.unpack("masked_fill_backward"), 0)};
+      });
+    }
+  }
   return x;
 }
 
@@ -611,15 +920,41 @@ tensor<value_type_t<E>> masked_select(const E& x_in, const M& mask_in) {
   const tensor<T> x0 = detail::cpu_operand(x_in, "masked_select");
   const tensor<bool> m0 = detail::cpu_operand(mask_in, "masked_select");
   const shape s = broadcast_shapes(x0.shape(), m0.shape(), "masked_select");
-  const tensor<T> x = x0.expand(s);
-  const tensor<bool> m = m0.expand(s);
-  std::int64_t count = 0;
-  detail::for_each_element(s, {&m.strides()}, [&](const bool& b) { count += b; }, m.data());
-  tensor<T> out = detail::make_tensor<T>({count});
-  T* op = out.data();
-  detail::for_each_element(s, {&x.strides(), &m.strides()},
-                           [&](const T& v, const bool& b) { if (b) *op++ = v; }, x.data(),
-                           m.data());
+  bool rec = false;
+  if constexpr (detail::index_grad_v<T>) rec = autograd::detail::any_requires_grad(x0);
+  tensor<T> out;
+  tensor<std::int64_t> pos;  // flat positions (in s) of the selected elements, for backward
+  {
+    no_grad_guard ng;
+    const tensor<T> x = x0.expand(s);
+    const tensor<bool> m = m0.expand(s);
+    std::int64_t count = 0;
+    detail::for_each_element(s, {&m.strides()}, [&](const bool& b) { count += b; }, m.data());
+    out = detail::make_tensor<T>({count});
+    T* op = out.data();
+    detail::for_each_element(s, {&x.strides(), &m.strides()},
+                             [&](const T& v, const bool& b) { if (b) *op++ = v; }, x.data(),
+                             m.data());
+    if (rec) {
+      pos = detail::make_tensor<std::int64_t>({count});
+      std::int64_t* pp = pos.data();
+      std::int64_t k = 0;
+      detail::for_each_element(s, {&m.strides()}, [&](const bool& b) {
+        if (b) *pp++ = k;
+        ++k;
+      }, m.data());
+    }
+  }
+  if constexpr (detail::index_grad_v<T>) {
+    if (rec) {
+      const shape xs = x0.shape();
+      out = autograd::detail::record<T>(
+          "masked_select_backward", std::move(out), {x0}, [pos, s, xs](const tensor<T>& g) {
+            const tensor<T> full = detail::index_select_adjoint(g, 0, pos, shape{s.numel()});
+            return std::vector<tensor<T>>{autograd::detail::sum_to(full.view(s), xs)};
+          });
+    }
+  }
   return out;
 }
 

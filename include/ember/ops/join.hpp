@@ -1,7 +1,9 @@
 // Joining and splitting: cat, stack (new tensors), split, split_with_sizes, chunk, unbind
-// (views of the input), and pad (constant, reflect, replicate and circular modes).
+// (views of the input), and pad (constant, reflect, replicate and circular modes), with their
+// recorded backward passes (Note [Join backward]).
 #pragma once
 
+#include <ember/autograd/engine.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
@@ -12,7 +14,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace ember {
@@ -125,6 +130,118 @@ tensor<T> stack_impl(const std::vector<tensor<T>>& ts, std::int64_t dim) {
   return cat_impl(us, d, "stack");
 }
 
+// Note [Join backward]: cat, stack and pad record one "<op>_backward" node; split,
+// split_with_sizes, chunk and unbind record one node for all their pieces (views of the
+// input, marked as views), which gets zeros for the pieces without a gradient and joins them
+// with cat / stack. Every backward is built from recorded ops (narrow, select, cat, stack,
+// pad, index_select's adjoint), so gradients of gradients work.
+
+/// record() for an op over a runtime list of inputs (one edge per input; undefined gradients
+/// for inputs that get none).
+template <class T, class Fn>
+tensor<T> record_list(std::string name, tensor<T> out, const std::vector<tensor<T>>& inputs,
+                      Fn&& backward) {
+  bool any = false;
+  for (const auto& t : inputs) any = any || (t.defined() && t.requires_grad());
+  if (!any || !is_grad_enabled()) return out;
+  auto fn = std::make_shared<autograd::detail::function_node<T, std::decay_t<Fn>, false>>(
+      std::move(name), std::forward<Fn>(backward));
+  for (const auto& t : inputs) fn->next.push_back(autograd::detail::gradient_edge(t));
+  return autograd::detail::set_history(std::move(out), fn, 0);
+}
+
+template <class T>
+tensor<T> cat_recorded(const std::vector<tensor<T>>& ts, std::int64_t dim) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = cat_impl(ts, dim, "cat");
+  }
+  if constexpr (index_grad_v<T>) {
+    bool skipped_all = true;
+    for (const tensor<T>& t : ts) skipped_all = skipped_all && t.dim() == 1 && t.size(0) == 0;
+    const std::int64_t d = skipped_all ? 0 : wrap_dim(dim, out.dim(), "cat");
+    std::vector<std::int64_t> sizes;  // each input's extent along d; -1: skipped (Note [Legacy empty])
+    for (const tensor<T>& t : ts)
+      sizes.push_back(t.dim() == 1 && t.size(0) == 0 ? -1 : t.size(d));
+    out = record_list<T>("cat_backward", std::move(out), ts, [d, sizes](const tensor<T>& g) {
+      std::vector<tensor<T>> r;
+      std::int64_t off = 0;
+      for (const std::int64_t k : sizes) {
+        r.push_back(k < 0 ? tensor<T>() : g.narrow(d, off, k));
+        off += std::max<std::int64_t>(k, 0);
+      }
+      return r;
+    });
+  }
+  return out;
+}
+
+template <class T>
+tensor<T> stack_recorded(const std::vector<tensor<T>>& ts, std::int64_t dim) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = stack_impl(ts, dim);
+  }
+  if constexpr (index_grad_v<T>) {
+    const std::int64_t d = wrap_dim(dim, out.dim(), "stack"), n = out.size(d);
+    out = record_list<T>("stack_backward", std::move(out), ts, [d, n](const tensor<T>& g) {
+      std::vector<tensor<T>> r;
+      for (std::int64_t i = 0; i < n; ++i) r.push_back(g.select(d, i));
+      return r;
+    });
+  }
+  return out;
+}
+
+/// Pieces of x (views) made by `cut` under no_grad, recorded as one node whose backward joins
+/// the pieces' gradients with `join`.
+template <class T, class Cut, class Join>
+std::vector<tensor<T>> pieces_recorded(const tensor<T>& x, const char* name, Cut&& cut,
+                                       Join&& join) {
+  std::vector<tensor<T>> out;
+  {
+    no_grad_guard ng;
+    out = cut();
+  }
+  if constexpr (index_grad_v<T>) {
+    if (!autograd::detail::any_requires_grad(x)) return out;
+    out = autograd::detail::record_multi<T>(name, std::move(out), {x},
+        [join](const std::vector<tensor<T>>& gs) { return std::vector<tensor<T>>{join(gs)}; });
+    for (const tensor<T>& t : out)
+      if (t.requires_grad()) t.impl().autograd->is_view = true;
+  }
+  return out;
+}
+
+/// Views of x along dim with the given sizes, recorded under `name` (split and its kin).
+template <class T>
+std::vector<tensor<T>> split_views(const tensor<T>& x, const std::vector<std::int64_t>& sizes,
+                                   std::int64_t dim, const char* name) {
+  check(x.dim() > 0, errc::shape, "split: expects a tensor of rank >= 1, got shape ()");
+  const std::int64_t d = wrap_dim(dim, x.dim(), "split");
+  std::int64_t sum = 0;
+  for (auto s : sizes) {
+    check(s >= 0, errc::value, "split: sizes must be non-negative, got ", shape(sizes));
+    sum += s;
+  }
+  check(sum == x.size(d), errc::shape, "split: sizes ", shape(sizes), " must sum to ",
+        x.size(d), ", the size of dimension ", d, " of shape ", x.shape());
+  return pieces_recorded(
+      x, name,
+      [&] {
+        std::vector<tensor<T>> out;
+        std::int64_t off = 0;
+        for (auto s : sizes) {
+          out.push_back(x.narrow(d, off, s));
+          off += s;
+        }
+        return out;
+      },
+      [d](const std::vector<tensor<T>>& gs) { return cat_recorded(gs, d); });
+}
+
 /// Source positions of one padded dimension of (cropped) size n: output i reads p(i - left).
 inline std::vector<std::int64_t> pad_positions(std::int64_t n, std::int64_t left,
                                                std::int64_t right, int mode, std::int64_t dim) {
@@ -155,22 +272,22 @@ inline std::vector<std::int64_t> pad_positions(std::int64_t n, std::int64_t left
 ///   em::cat({a, b}, 0);   // a (2,3), b (4,3) -> (6,3)
 template <class T>
 tensor<T> cat(const std::vector<tensor<T>>& tensors, std::int64_t dim = 0) {
-  return detail::cat_impl(tensors, dim, "cat");
+  return detail::cat_recorded(tensors, dim);
 }
 template <class T>
 tensor<T> cat(std::initializer_list<tensor<T>> tensors, std::int64_t dim = 0) {
-  return detail::cat_impl(std::vector<tensor<T>>(tensors), dim, "cat");
+  return detail::cat_recorded(std::vector<tensor<T>>(tensors), dim);
 }
 
 /// Stacks tensors of one shape along a new dimension dim (0 <= dim <= rank, or negative).
 ///   em::stack({a, a}, 1);   // a (4,3) -> (4,2,3)
 template <class T>
 tensor<T> stack(const std::vector<tensor<T>>& tensors, std::int64_t dim = 0) {
-  return detail::stack_impl(tensors, dim);
+  return detail::stack_recorded(tensors, dim);
 }
 template <class T>
 tensor<T> stack(std::initializer_list<tensor<T>> tensors, std::int64_t dim = 0) {
-  return detail::stack_impl(std::vector<tensor<T>>(tensors), dim);
+  return detail::stack_recorded(std::vector<tensor<T>>(tensors), dim);
 }
 
 /// Views of x along dim with the given sizes (they must sum to x.size(dim)).
@@ -179,23 +296,8 @@ template <operand E>
 std::vector<tensor<value_type_t<E>>> split_with_sizes(const E& e,
                                                       const std::vector<std::int64_t>& sizes,
                                                       std::int64_t dim = 0) {
-  const auto x = detail::cpu_operand(e, "split");
-  detail::check(x.dim() > 0, errc::shape, "split: expects a tensor of rank >= 1, got shape ()");
-  const std::int64_t d = wrap_dim(dim, x.dim(), "split");
-  std::int64_t sum = 0;
-  for (auto s : sizes) {
-    detail::check(s >= 0, errc::value, "split: sizes must be non-negative, got ", shape(sizes));
-    sum += s;
-  }
-  detail::check(sum == x.size(d), errc::shape, "split: sizes ", shape(sizes), " must sum to ",
-                x.size(d), ", the size of dimension ", d, " of shape ", x.shape());
-  std::vector<tensor<value_type_t<E>>> out;
-  std::int64_t off = 0;
-  for (auto s : sizes) {
-    out.push_back(x.narrow(d, off, s));
-    off += s;
-  }
-  return out;
+  return detail::split_views(detail::cpu_operand(e, "split"), sizes, dim,
+                             "split_with_sizes_backward");
 }
 /// Same as split_with_sizes. Note: split(x, {3}) with one size picks the split_size overload.
 template <operand E>
@@ -221,7 +323,7 @@ std::vector<tensor<value_type_t<E>>> split(const E& e, std::int64_t split_size,
   if (n == 0) sizes.push_back(0);
   for (std::int64_t off = 0; off < n; off += split_size)
     sizes.push_back(std::min(split_size, n - off));
-  return split_with_sizes(x, sizes, d);
+  return detail::split_views(x, sizes, d, "split_backward");
 }
 
 /// At most `chunks` views of x along dim, each ceil(size / chunks) long but the last
@@ -234,8 +336,11 @@ std::vector<tensor<value_type_t<E>>> chunk(const E& e, std::int64_t chunks, std:
   detail::check(x.dim() > 0, errc::shape, "chunk: expects a tensor of rank >= 1, got shape ()");
   const std::int64_t d = wrap_dim(dim, x.dim(), "chunk");
   const std::int64_t n = x.size(d);
-  if (n == 0) return split_with_sizes(x, std::vector<std::int64_t>(static_cast<std::size_t>(chunks), 0), d);
-  return split(x, (n + chunks - 1) / chunks, d);
+  const std::int64_t size = (n + chunks - 1) / chunks;
+  std::vector<std::int64_t> sizes;
+  if (n == 0) sizes.assign(static_cast<std::size_t>(chunks), 0);
+  for (std::int64_t off = 0; off < n; off += size) sizes.push_back(std::min(size, n - off));
+  return detail::split_views(x, sizes, d, "chunk_backward");
 }
 
 /// The slices of x along dim as views (rank - 1 each).   auto rows = em::unbind(a, 0);
@@ -243,10 +348,16 @@ template <operand E>
 std::vector<tensor<value_type_t<E>>> unbind(const E& e, std::int64_t dim = 0) {
   const auto x = detail::cpu_operand(e, "unbind");
   detail::check(x.dim() > 0, errc::shape, "unbind: expects a tensor of rank >= 1, got shape ()");
+  using T = value_type_t<E>;
   const std::int64_t d = wrap_dim(dim, x.dim(), "unbind");
-  std::vector<tensor<value_type_t<E>>> out;
-  for (std::int64_t i = 0; i < x.size(d); ++i) out.push_back(x.select(d, i));
-  return out;
+  return detail::pieces_recorded(
+      x, "unbind_backward",
+      [&] {
+        std::vector<tensor<T>> out;
+        for (std::int64_t i = 0; i < x.size(d); ++i) out.push_back(x.select(d, i));
+        return out;
+      },
+      [d](const std::vector<tensor<T>>& gs) { return detail::stack_recorded(gs, d); });
 }
 
 /// How pad fills the border: a constant, the mirror image without the edge (reflect), the
@@ -271,43 +382,78 @@ tensor<value_type_t<E>> pad(const E& e, const std::vector<std::int64_t>& pads, S
   detail::check(pairs <= x.dim(), errc::value, "pad: ", pads.size(), " padding values pad ",
                 pairs, " dimensions but the input has shape ", x.shape());
   // crop first (negative amounts), then pad
-  tensor<T> src = x;
-  for (std::int64_t i = 0; i < pairs; ++i) {
-    const std::int64_t d = x.dim() - 1 - i, n = x.size(d);
-    const std::int64_t cl = std::max<std::int64_t>(0, -pads[static_cast<std::size_t>(2 * i)]);
-    const std::int64_t cr = std::max<std::int64_t>(0, -pads[static_cast<std::size_t>(2 * i + 1)]);
-    detail::check(cl + cr <= n, errc::shape, "pad: padding (",
-                  pads[static_cast<std::size_t>(2 * i)], ", ", pads[static_cast<std::size_t>(2 * i + 1)],
-                  ") crops more than the size ", n, " of dimension ", d, " (shape ", x.shape(), ")");
-    src = src.narrow(d, cl, n - cl - cr);
-  }
-  if (mode == pad_mode::constant) {
-    shape s = src.shape();
-    for (std::int64_t i = 0; i < pairs; ++i)
-      s[static_cast<std::size_t>(x.dim() - 1 - i)] +=
-          std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]) +
-          std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i + 1)]);
-    tensor<T> out = full<T>(s, value);
-    tensor<T> dst = out;
+  std::vector<std::int64_t> crop(pads.size(), 0);  // the cropped amounts (backward pads them)
+  struct step {  // a reflect/replicate/circular dim: its source positions and extent before
+    std::int64_t d, before;
+    tensor<std::int64_t> pos;
+  };
+  std::vector<step> steps;
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    tensor<T> src = x;
     for (std::int64_t i = 0; i < pairs; ++i) {
-      const std::int64_t d = x.dim() - 1 - i;
-      dst = dst.narrow(d, std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]), src.size(d));
+      const auto i0 = static_cast<std::size_t>(2 * i), i1 = i0 + 1;
+      const std::int64_t d = x.dim() - 1 - i, n = x.size(d);
+      const std::int64_t cl = std::max<std::int64_t>(0, -pads[i0]);
+      const std::int64_t cr = std::max<std::int64_t>(0, -pads[i1]);
+      detail::check(cl + cr <= n, errc::shape, "pad: padding (", pads[i0], ", ", pads[i1],
+                    ") crops more than the size ", n, " of dimension ", d, " (shape ", x.shape(),
+                    ")");
+      src = src.narrow(d, cl, n - cl - cr);
+      crop[i0] = cl;
+      crop[i1] = cr;
     }
-    detail::copy_into(dst, src);
-    return out;
+    if (mode == pad_mode::constant) {
+      shape s = src.shape();
+      for (std::int64_t i = 0; i < pairs; ++i)
+        s[static_cast<std::size_t>(x.dim() - 1 - i)] +=
+            std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]) +
+            std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i + 1)]);
+      out = full<T>(s, value);
+      tensor<T> dst = out;
+      for (std::int64_t i = 0; i < pairs; ++i) {
+        const std::int64_t d = x.dim() - 1 - i;
+        dst = dst.narrow(d, std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]),
+                         src.size(d));
+      }
+      detail::copy_into(dst, src);
+    } else {
+      tensor<T> cur = src;
+      for (std::int64_t i = 0; i < pairs; ++i) {
+        const std::int64_t d = x.dim() - 1 - i;
+        const std::int64_t l = std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]);
+        const std::int64_t r = std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i + 1)]);
+        if (l == 0 && r == 0) continue;
+        const auto pos = from_vector<std::int64_t>(
+            detail::pad_positions(cur.size(d), l, r, static_cast<int>(mode), d));
+        steps.push_back({d, cur.size(d), pos});
+        cur = detail::index_select_impl(cur, d, pos, "pad");
+      }
+      out = steps.empty() ? cur.clone() : cur;
+    }
   }
-  tensor<T> cur = src;
-  bool padded = false;
-  for (std::int64_t i = 0; i < pairs; ++i) {
-    const std::int64_t d = x.dim() - 1 - i;
-    const std::int64_t l = std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i)]);
-    const std::int64_t r = std::max<std::int64_t>(0, pads[static_cast<std::size_t>(2 * i + 1)]);
-    if (l == 0 && r == 0) continue;
-    const auto pos = detail::pad_positions(cur.size(d), l, r, static_cast<int>(mode), d);
-    cur = detail::index_select_impl(cur, d, from_vector<std::int64_t>(pos), "pad");
-    padded = true;
+  if constexpr (detail::index_grad_v<T>) {
+    if (autograd::detail::any_requires_grad(x)) {
+      const bool constant = mode == pad_mode::constant;
+      const bool cropped = std::any_of(crop.begin(), crop.end(), [](auto c) { return c > 0; });
+      std::vector<std::int64_t> neg;  // constant mode: the inverse padding
+      for (auto p : pads) neg.push_back(-p);
+      out = autograd::detail::record<T>(
+          "pad_backward", std::move(out), {x},
+          [constant, cropped, neg, crop, steps](const tensor<T>& g) {
+            if (constant) return std::vector<tensor<T>>{pad(g, neg, 0)};
+            tensor<T> r = g;
+            for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+              shape s = r.shape();
+              s[static_cast<std::size_t>(it->d)] = it->before;
+              r = detail::index_select_adjoint(r, it->d, it->pos, s);
+            }
+            return std::vector<tensor<T>>{cropped ? pad(r, crop, 0) : r};
+          });
+    }
   }
-  return padded ? cur : cur.clone();
+  return out;
 }
 template <operand E>
 tensor<value_type_t<E>> pad(const E& e, const std::vector<std::int64_t>& pads,

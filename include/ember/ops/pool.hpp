@@ -1,8 +1,11 @@
 // Pooling: F::max_pool2d (and max_pool2d_with_indices), F::avg_pool2d, F::adaptive_avg_pool2d
 // and F::adaptive_max_pool2d over (N, C, H, W) or (C, H, W) inputs, parallel over the N*C
-// planes, plus the detail helpers their backward passes reuse.
+// planes, each with its backward node (Note [Pool backward]), plus the detail helpers the
+// backward passes use.
 #pragma once
 
+#include <ember/autograd/engine.hpp>
+#include <ember/autograd/meta.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
@@ -13,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -425,6 +429,92 @@ tensor<T> avg_pool2d_backward(const tensor<T>& grad_out, const shape& input_shap
   return gi;
 }
 
+/// Backward of adaptive_avg_pool2d: each output's gradient, divided by its window's area,
+/// spread over the window (the adjoint of adaptive_pool_plane<false>).
+template <class T>
+tensor<T> adaptive_avg_pool2d_backward(const tensor<T>& grad_out, const shape& input_shape) {
+  const std::int64_t h = input_shape[input_shape.size() - 2], w = input_shape[input_shape.size() - 1];
+  const std::int64_t oh = grad_out.size(-2), ow = grad_out.size(-1), plane = h * w, n = oh * ow;
+  tensor<T> gi = make_tensor<T>(input_shape);
+  std::fill(gi.data(), gi.data() + gi.numel(), T(0));
+  if (gi.numel() == 0 || n == 0) return gi;
+  const tensor<T> go = grad_out.contiguous();
+  std::vector<tap_span> rows, cols;
+  for (std::int64_t y = 0; y < oh; ++y) rows.push_back(adaptive_window(y, oh, h));
+  for (std::int64_t x = 0; x < ow; ++x) cols.push_back(adaptive_window(x, ow, w));
+  parallel_for(0, gi.numel() / plane, std::max<std::int64_t>(1, 32768 / std::max(plane, n)),
+               [&](std::int64_t q0, std::int64_t q1) {
+    for (std::int64_t q = q0; q < q1; ++q) {
+      T* dst = gi.data() + q * plane;
+      const T* src = go.data() + q * n;
+      for (std::int64_t y = 0; y < oh; ++y) {
+        const auto [h0, h1] = rows[static_cast<std::size_t>(y)];
+        for (std::int64_t x = 0; x < ow; ++x) {
+          const auto [w0, w1] = cols[static_cast<std::size_t>(x)];
+          const T v = src[y * ow + x] / static_cast<T>((h1 - h0) * (w1 - w0));
+          for (std::int64_t hh = h0; hh < h1; ++hh)
+            for (std::int64_t ww = w0; ww < w1; ++ww) dst[hh * w + ww] += v;
+        }
+      }
+    }
+  });
+  return gi;
+}
+
+/// Note [Pool backward]: every pooling op records one "<op>_backward" node. Max pooling (plain
+/// or adaptive) saves the argmax indices of the forward pass, version-checked, and scatters
+/// the gradient onto them (the first maximum of a window gets it, as PyTorch); average pooling
+/// saves nothing but the input's shape and options. Not twice differentiable.
+template <class T>
+tensor<T> record_max_pool(const char* op, const tensor<T>& x, tensor<T> out,
+                          const tensor<std::int64_t>& indices) {
+  const autograd::detail::saved<std::int64_t> si(indices);
+  std::string name = std::string(op) + "_backward";
+  const shape xs = x.shape();
+  return autograd::detail::record<T>(name, std::move(out), {x}, [si, xs, name](const tensor<T>& g) {
+    no_grad_guard ng;
+    return std::vector<tensor<T>>{max_pool2d_backward(g, si.unpack(name), xs)};
+  });
+}
+
+/// max_pool2d (with indices when asked or when x records gradients), recorded.
+template <class T>
+std::tuple<tensor<T>, tensor<std::int64_t>> max_pool2d_entry(const tensor<T>& x,
+                                                             const nn::functional::max_pool2d_options& o,
+                                                             bool want_indices, const char* op) {
+  const bool grad = autograd::detail::any_requires_grad(x);
+  std::tuple<tensor<T>, tensor<std::int64_t>> r;
+  {
+    no_grad_guard ng;
+    r = want_indices || grad ? max_pool2d_impl<true>(x, o, op) : max_pool2d_impl<false>(x, o, op);
+  }
+  if (grad) std::get<0>(r) = record_max_pool(op, x, std::move(std::get<0>(r)), std::get<1>(r));
+  return r;
+}
+
+/// adaptive_avg_pool2d (Max = false) or adaptive_max_pool2d with indices, recorded.
+template <bool Max, class T>
+std::tuple<tensor<T>, tensor<std::int64_t>> adaptive_pool_entry(const tensor<T>& x, size2 size,
+                                                                 const char* op) {
+  std::tuple<tensor<T>, tensor<std::int64_t>> r;
+  {
+    no_grad_guard ng;
+    r = adaptive_pool_impl<Max>(x, size, op);
+  }
+  if (!autograd::detail::any_requires_grad(x)) return r;
+  if constexpr (Max) {
+    std::get<0>(r) = record_max_pool(op, x, std::move(std::get<0>(r)), std::get<1>(r));
+  } else {
+    const shape xs = x.shape();
+    std::get<0>(r) = autograd::detail::record<T>(
+        std::string(op) + "_backward", std::move(std::get<0>(r)), {x}, [xs](const tensor<T>& g) {
+          no_grad_guard ng;
+          return std::vector<tensor<T>>{adaptive_avg_pool2d_backward(g, xs)};
+        });
+  }
+  return r;
+}
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -435,7 +525,7 @@ namespace nn::functional {
 ///   auto z = F::max_pool2d(x, {.kernel = 3, .stride = 2, .padding = 1, .ceil_mode = true});
 template <operand E>
 tensor<value_type_t<E>> max_pool2d(const E& x, const max_pool2d_options& opt) {
-  return std::get<0>(detail::max_pool2d_impl<false>(detail::materialize(x), opt, "max_pool2d"));
+  return std::get<0>(detail::max_pool2d_entry(detail::materialize(x), opt, false, "max_pool2d"));
 }
 
 /// max_pool2d and the int64 position of each maximum, flat within its (H, W) plane (h*W + w),
@@ -444,7 +534,7 @@ tensor<value_type_t<E>> max_pool2d(const E& x, const max_pool2d_options& opt) {
 template <operand E>
 std::tuple<tensor<value_type_t<E>>, tensor<std::int64_t>> max_pool2d_with_indices(
     const E& x, const max_pool2d_options& opt) {
-  return detail::max_pool2d_impl<true>(detail::materialize(x), opt, "max_pool2d_with_indices");
+  return detail::max_pool2d_entry(detail::materialize(x), opt, true, "max_pool2d_with_indices");
 }
 
 /// Mean over sliding windows of x (N, C, H, W) or (C, H, W).
@@ -453,16 +543,26 @@ template <operand E>
 tensor<value_type_t<E>> avg_pool2d(const E& e, const avg_pool2d_options& opt) {
   using T = value_type_t<E>;
   const tensor<T> x = detail::materialize(e);
-  const tensor<T> x4 = detail::pool_input("avg_pool2d", x);
-  const detail::window2d g = detail::pool_window("avg_pool2d", x.shape(), opt.kernel, opt.stride,
-                                                 opt.padding, size2{1}, opt.ceil_mode);
-  tensor<T> out = detail::make_tensor<T>(detail::pool_output_shape(x, g.oh, g.ow));
-  const std::int64_t n = g.cols();
-  T* op = out.data();
-  detail::for_each_plane(x4, n * g.kh * g.kw, [&](std::int64_t q, const T* src, std::int64_t hs, std::int64_t ws) {
-    detail::avg_pool_plane(src, hs, ws, g, opt.count_include_pad, opt.divisor_override, op + q * n);
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    const tensor<T> x4 = detail::pool_input("avg_pool2d", x);
+    const detail::window2d g = detail::pool_window("avg_pool2d", x.shape(), opt.kernel, opt.stride,
+                                                   opt.padding, size2{1}, opt.ceil_mode);
+    out = detail::make_tensor<T>(detail::pool_output_shape(x, g.oh, g.ow));
+    const std::int64_t n = g.cols();
+    T* op = out.data();
+    detail::for_each_plane(x4, n * g.kh * g.kw, [&](std::int64_t q, const T* src, std::int64_t hs, std::int64_t ws) {
+      detail::avg_pool_plane(src, hs, ws, g, opt.count_include_pad, opt.divisor_override, op + q * n);
+    });
+  }
+  if (!autograd::detail::any_requires_grad(x)) return out;
+  const shape xs = x.shape();
+  return autograd::detail::record<T>("avg_pool2d_backward", std::move(out), {x},
+                                     [xs, opt](const tensor<T>& g) {  // Note [Pool backward]
+    no_grad_guard ng;
+    return std::vector<tensor<T>>{detail::avg_pool2d_backward(g, xs, opt)};
   });
-  return out;
 }
 
 /// Mean over an output_size grid of windows that cover x (N, C, H, W) or (C, H, W); window i
@@ -470,16 +570,16 @@ tensor<value_type_t<E>> avg_pool2d(const E& e, const avg_pool2d_options& opt) {
 ///   auto pooled = F::adaptive_avg_pool2d(x, {.output_size = 1});   // global average pool
 template <operand E>
 tensor<value_type_t<E>> adaptive_avg_pool2d(const E& x, const adaptive_avg_pool2d_options& opt) {
-  return std::get<0>(detail::adaptive_pool_impl<false>(detail::materialize(x), opt.output_size,
-                                                       "adaptive_avg_pool2d"));
+  return std::get<0>(detail::adaptive_pool_entry<false>(detail::materialize(x), opt.output_size,
+                                                        "adaptive_avg_pool2d"));
 }
 
 /// Max over adaptive windows (as adaptive_avg_pool2d; NaN and ties as max_pool2d).
 ///   auto pooled = F::adaptive_max_pool2d(x, {.output_size = {2, 2}});
 template <operand E>
 tensor<value_type_t<E>> adaptive_max_pool2d(const E& x, const adaptive_max_pool2d_options& opt) {
-  return std::get<0>(detail::adaptive_pool_impl<true>(detail::materialize(x), opt.output_size,
-                                                      "adaptive_max_pool2d"));
+  return std::get<0>(detail::adaptive_pool_entry<true>(detail::materialize(x), opt.output_size,
+                                                       "adaptive_max_pool2d"));
 }
 
 /// adaptive_max_pool2d and the flat h*W + w index of each maximum in its plane.
@@ -487,8 +587,8 @@ tensor<value_type_t<E>> adaptive_max_pool2d(const E& x, const adaptive_max_pool2
 template <operand E>
 std::tuple<tensor<value_type_t<E>>, tensor<std::int64_t>> adaptive_max_pool2d_with_indices(
     const E& x, const adaptive_max_pool2d_options& opt) {
-  return detail::adaptive_pool_impl<true>(detail::materialize(x), opt.output_size,
-                                          "adaptive_max_pool2d_with_indices");
+  return detail::adaptive_pool_entry<true>(detail::materialize(x), opt.output_size,
+                                           "adaptive_max_pool2d_with_indices");
 }
 
 }  // namespace nn::functional
