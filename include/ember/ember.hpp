@@ -27,6 +27,7 @@
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
 #include <ember/autograd/engine.hpp>
+#include <ember/autograd/function.hpp>
 #include <ember/autograd/fused.hpp>
 #include <ember/autograd/gradcheck.hpp>
 #include <ember/autograd/meta.hpp>

@@ -656,13 +656,12 @@ void run_backward(const variable_list& outputs, const variable_list& grads,
 
 }  // namespace detail
 
-/// Gradients of outputs with respect to inputs (not accumulated into .grad()):
-///   auto g = em::autograd::grad({loss}, {p}, {}, {.create_graph = true});
+namespace detail {
 template <class T>
-std::vector<tensor<T>> grad(const std::vector<tensor<T>>& outputs,
-                            const std::vector<tensor<T>>& inputs,
-                            const std::vector<tensor<T>>& grad_outputs = {},
-                            const backward_options& opts = {}) {
+std::vector<tensor<T>> grad_impl(const std::vector<tensor<T>>& outputs,
+                                 const std::vector<tensor<T>>& inputs,
+                                 const std::vector<tensor<T>>& grad_outputs,
+                                 const backward_options& opts) {
   variable_list outs, gouts;
   for (const auto& o : outputs) outs.push_back(o.impl_ptr());
   for (const auto& g : grad_outputs) gouts.push_back(detail::var(g));
@@ -689,6 +688,26 @@ std::vector<tensor<T>> grad(const std::vector<tensor<T>>& outputs,
     result.push_back(opts.create_graph ? g : g.detach());
   }
   return result;
+}
+
+}  // namespace detail
+
+/// Gradients of outputs with respect to inputs (not accumulated into .grad()):
+///   auto g = em::autograd::grad({loss}, {p}, {}, {.create_graph = true});
+/// (overloads for float and double, so braced lists of tensors work as arguments)
+template <class = void>
+std::vector<tensor<float>> grad(const std::vector<tensor<float>>& outputs,
+                                const std::vector<tensor<float>>& inputs,
+                                const std::vector<tensor<float>>& grad_outputs = {},
+                                const backward_options& opts = {}) {
+  return detail::grad_impl<float>(outputs, inputs, grad_outputs, opts);
+}
+template <class = void>
+std::vector<tensor<double>> grad(const std::vector<tensor<double>>& outputs,
+                                 const std::vector<tensor<double>>& inputs,
+                                 const std::vector<tensor<double>>& grad_outputs = {},
+                                 const backward_options& opts = {}) {
+  return detail::grad_impl<double>(outputs, inputs, grad_outputs, opts);
 }
 
 }  // namespace ember::autograd

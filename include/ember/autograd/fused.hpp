@@ -472,7 +472,7 @@ variable_list replay_vjp(const E& e, const tensor<T>& ug, const std::vector<char
   });
   variable_list out(needed.size());
   if (inputs.empty() || !y.requires_grad()) return out;
-  auto gs = autograd::grad<T>({y}, inputs, {ug},
+  auto gs = grad_impl<T>({y}, inputs, {ug},
                               {.retain_graph = true, .create_graph = true, .allow_unused = true});
   for (std::size_t q = 0; q < slot.size(); ++q)
     if (slot[q] >= 0) out[q] = var(gs[static_cast<std::size_t>(slot[q])]);

@@ -113,7 +113,7 @@ bool check_jacobian(F&& f, const std::vector<tensor<double>>& inputs, const grad
           tensor<double> v = zeros_shaped<double>(out.shape(), out.device());
           element(v, r) = 1;
           enable_grad_guard eg;
-          auto g = grad<double>({out}, {x}, {v}, {.retain_graph = true, .allow_unused = true});
+          auto g = detail::grad_impl<double>({out}, {x}, {v}, {.retain_graph = true, .allow_unused = true});
           if (g[0].defined())
             for (std::int64_t j = 0; j < n; ++j) row[static_cast<std::size_t>(j)] = element(g[0], j);
         }
@@ -192,7 +192,7 @@ bool gradgradcheck(F&& f, const std::vector<tensor<double>>& inputs,
       }
     std::vector<tensor<double>> gs;
     if (!live_outs.empty())
-      gs = grad<double>(live_outs, req, live_up, {.create_graph = outer, .allow_unused = true});
+      gs = detail::grad_impl<double>(live_outs, req, live_up, {.create_graph = outer, .allow_unused = true});
     std::vector<tensor<double>> result;
     for (std::size_t i = 0; i < req.size(); ++i)
       result.push_back(i < gs.size() && gs[i].defined()
