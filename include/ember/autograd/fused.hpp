@@ -359,7 +359,7 @@ template <bool Record, class T, class G>
 tensor<T> leaf_gradient(const G& g, const shape& out_shape, const shape& leaf_shape) {
   tensor<T> r;
   if constexpr (Record) r = ember::detail::evaluate(g);
-  else r = ember::detail::evaluate_raw(g);
+  else r = ember::detail::evaluate_raw<G, true>(g);
   if (r.shape() == leaf_shape) return r;
   if (r.shape() != out_shape) r = r.expand(out_shape);
   return sum_to(r, leaf_shape);
@@ -394,11 +394,20 @@ void fused_gradients(const E& e, const U& u, const shape& out_shape,
               first = q;
               break;
             }
-          grads[first] = grads[first] ? add_grads(tensor<L>(grads[first]), r).impl_ptr()
-                                      : r.impl_ptr();
+          if (!grads[first]) {
+            grads[first] = r.impl_ptr();
+          } else if constexpr (Record) {
+            grads[first] = add_grads(tensor<L>(grads[first]), r).impl_ptr();
+          } else {  // our own buffer: accumulate in place (one buffer per leaf, not per use)
+            const tensor<L> acc(grads[first]);
+            ember::detail::for_each_element(
+                acc.shape(), {&acc.strides(), &r.strides()}, [](L& a, const L& b) { a += b; },
+                acc.data(), static_cast<const L*>(r.data()));
+          }
         }
       }
     };
+    (void)one;  // unused when the expression has no tensor leaf
     (one(std::integral_constant<std::size_t, P>{}, std::get<P>(gs)), ...);
   }(std::make_index_sequence<std::tuple_size_v<decltype(gs)>>{});
 }

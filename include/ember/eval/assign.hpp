@@ -39,7 +39,9 @@ inline constexpr std::int64_t elementwise_grain = 32768;
 ///            types, half types) evaluate element by element.
 /// The last partial packet of a row is padded, never computed by a scalar formula, so a
 /// value never depends on its position or on the thread count (bitwise reproducibility).
-template <class T, class E>
+/// Lean (gradient formulas, Note [Fused backward]): only the unit and gather loops are
+/// instantiated (compile time), with the same values.
+template <class T, class E, bool Lean = false>
 void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const E& e) {
   if (sizes.numel() == 0) return;
   evaluator<E> ev(e, sizes);
@@ -147,7 +149,12 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
                    process(mode_tag, b * align, std::min(total, e * align));
                  });
   };
-  if constexpr (vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
+  if constexpr (Lean && vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
+    if (unit)
+      dispatch(std::integral_constant<int, 0>{});
+    else
+      dispatch(std::integral_constant<int, 2>{});
+  } else if constexpr (vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
     bool shared = false;
     if constexpr (shared_leaf_candidate_v<E>) shared = unit && leaves_identical(ev);
     if (shared)
@@ -234,7 +241,7 @@ bool aliases(const tensor<T>& dst, const E& e) {
 
 /// evaluate() without autograd recording (gradient formulas use it: recording there would
 /// instantiate the backward of the backward of ... without end).
-template <class E>
+template <class E, bool Lean = false>
 tensor<typename E::value_type> evaluate_raw(const E& e) {
   using T = typename E::value_type;
   static_assert(!std::is_same_v<T, half> && !std::is_same_v<T, bfloat16>,
@@ -245,7 +252,7 @@ tensor<typename E::value_type> evaluate_raw(const E& e) {
   check(dev.is_cpu(), errc::not_implemented, "evaluate: elementwise expressions on ", dev,
         " need the CUDA backend");
   tensor<T> out = make_tensor<T>(e.shape(), dev);
-  run_elementwise(out.data(), out.strides(), out.shape(), e);
+  run_elementwise<T, E, Lean>(out.data(), out.strides(), out.shape(), e);
   return out;
 }
 

@@ -510,7 +510,7 @@ tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask,
           tensor<T> hits;
           {
             no_grad_guard ng;
-            hits = where(x == o, T(1), T(0));
+            hits = cast<T>(x == o);
           }
           const tensor<T> count = reduce_raw<sum_op>(expr::leaf<T>(hits), mask, true);
           return std::vector<tensor<T>>{tensor<T>(hits * (gk / count))};

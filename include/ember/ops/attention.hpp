@@ -1,14 +1,19 @@
 // scaled_dot_product_attention: softmax(q·kᵀ·scale + mask)·v over broadcast batch dims, with
 // boolean or additive masks, causal masking and dropout on the weights; detail::
-// attention_forward also returns the attention weights and dropout mask (for backward).
+// attention_forward also returns the attention weights and dropout mask, which the backward
+// (recorded beside the forward) reuses.
 #pragma once
 
+#include <ember/autograd/engine.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/core/random.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/eval/reduce.hpp>
+#include <ember/expr/operators.hpp>
 #include <ember/ops/dropout.hpp>
 #include <ember/ops/gemm.hpp>
+#include <ember/ops/matmul.hpp>
 #include <ember/ops/softmax.hpp>
 #include <ember/tensor.hpp>
 
@@ -207,6 +212,86 @@ tensor<value_type_t<X>> attention_operand(const X& x) {
   return materialize(x);
 }
 
+/// The attention weights softmax(q·kᵀ·scale + mask) computed with ember ops (differentiable
+/// when they record): the backward's create_graph path (Note [Attention backward]).
+template <class T, class M>
+tensor<T> attention_weights(const tensor<T>& q, const tensor<T>& k, const tensor<M>& mask,
+                            bool causal, double scale) {
+  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+  tensor<T> s = ember::matmul(q, k.transpose(-2, -1)) * static_cast<T>(scale);
+  if (causal) {
+    const std::int64_t L = q.size(-2), S = k.size(-2);
+    tensor<bool> keep = make_tensor<bool>({L, S});
+    for (std::int64_t i = 0; i < L; ++i)
+      for (std::int64_t j = 0; j < S; ++j) keep.data()[i * S + j] = j <= i;
+    s = ember::where(keep, s, neg_inf);
+  } else if (mask.defined()) {
+    if constexpr (std::is_same_v<M, bool>) s = ember::where(mask, s, neg_inf);
+    else s = s + mask;
+  }
+  return ember::softmax(s, -1);
+}
+
+// Note [Attention backward]: with P the weights, D the dropout keep mask scaled by 1/(1-p)
+// (ones without dropout) and O = (P * D)·v:
+//   gv = (P * D)ᵀ·g,   gP = (g·vᵀ) * D,   gS = P * (gP - rowsum(gP * P)),
+//   gq = gS·k·scale,   gk = gSᵀ·q·scale,  gmask = gS (a float mask; a bool mask has none),
+// each summed back over the batch dims its operand was broadcast along. Masked scores have
+// P = 0 and so get no gradient; a fully masked row has NaN weights and NaN gradients, as in
+// PyTorch's math implementation. The forward's P is a constant of the backward; when the
+// backward records (create_graph) P is recomputed from q and k with ember ops instead.
+
+/// attention_forward plus the recorded backward (Note [Attention backward]).
+template <class T, class M>
+tensor<T> attention(const tensor<T>& q, const tensor<T>& k, const tensor<T>& v,
+                    const tensor<M>& mask, const nn::functional::attention_options& o) {
+  attention_result<T> r;
+  {
+    no_grad_guard ng;
+    r = attention_forward(q, k, v, mask, o, default_generator());
+  }
+  tensor<T> fmask;  // a float mask is an input of the op (it gets a gradient)
+  if constexpr (std::is_same_v<M, T>) fmask = mask;
+  if (!autograd::detail::any_requires_grad(q, k, v, fmask)) return std::move(r.output);
+  const bool need_q = q.requires_grad(), need_k = k.requires_grad(), need_v = v.requires_grad(),
+             need_m = fmask.defined() && fmask.requires_grad();
+  const autograd::detail::saved<T> sq(q), sk(k), sv(v);
+  const autograd::detail::saved<M> sm(mask);
+  const double scale = o.scale ? *o.scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  const T drop_scale = o.dropout_p == 1 ? T(0) : static_cast<T>(1 / (1 - o.dropout_p));
+  const bool causal = o.is_causal;
+  return autograd::detail::record<T>(
+      "scaled_dot_product_attention_backward", std::move(r.output), {q, k, v, fmask},
+      [=, weights = r.weights, keep = r.dropout_mask](const tensor<T>& g) {
+        constexpr const char* op = "scaled_dot_product_attention_backward";
+        const tensor<T>& qs = sq.unpack(op);
+        const tensor<T>& ks = sk.unpack(op);
+        const tensor<T>& vs = sv.unpack(op);
+        const tensor<T> P =
+            is_grad_enabled() ? attention_weights(qs, ks, sm.unpack(op), causal, scale) : weights;
+        std::vector<tensor<T>> grads(4);
+        if (need_v) {
+          const tensor<T> pd =
+              keep.defined() ? tensor<T>(P * ember::cast<T>(keep) * drop_scale) : P;
+          grads[2] = autograd::detail::sum_to(ember::matmul(pd.transpose(-2, -1), g), vs.shape());
+        }
+        if (need_q || need_k || need_m) {
+          tensor<T> gp = ember::matmul(g, vs.transpose(-2, -1));
+          if (keep.defined()) gp = gp * ember::cast<T>(keep) * drop_scale;
+          const tensor<T> gs = P * (gp - ember::sum(gp * P, std::int64_t{-1}, true));
+          if (need_q)
+            grads[0] = autograd::detail::sum_to(
+                tensor<T>(ember::matmul(gs, ks) * static_cast<T>(scale)), qs.shape());
+          if (need_k)
+            grads[1] = autograd::detail::sum_to(
+                tensor<T>(ember::matmul(gs.transpose(-2, -1), qs) * static_cast<T>(scale)),
+                ks.shape());
+          if (need_m) grads[3] = autograd::detail::sum_to(gs, sm.peek().shape());
+        }
+        return grads;
+      });
+}
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -223,10 +308,9 @@ tensor<value_type_t<Q>> scaled_dot_product_attention(const Q& q, const K& k, con
   static_assert(std::is_same_v<value_type_t<Q>, value_type_t<K>> &&
                     std::is_same_v<value_type_t<Q>, value_type_t<V>>,
                 "ember::scaled_dot_product_attention: q, k and v must have the same element type");
-  return detail::attention_forward(detail::attention_operand(q), detail::attention_operand(k),
-                                   detail::attention_operand(v), tensor<bool>{}, options,
-                                   default_generator())
-      .output;
+  return ember::detail::attention(ember::detail::attention_operand(q),
+                                  ember::detail::attention_operand(k),
+                                  ember::detail::attention_operand(v), tensor<bool>{}, options);
 }
 
 /// The same with a mask broadcastable to (batch..., L, S): a bool mask (true = attend, the
@@ -240,10 +324,9 @@ tensor<value_type_t<Q>> scaled_dot_product_attention(const Q& q, const K& k, con
   static_assert(std::is_same_v<value_type_t<Q>, value_type_t<K>> &&
                     std::is_same_v<value_type_t<Q>, value_type_t<V>>,
                 "ember::scaled_dot_product_attention: q, k and v must have the same element type");
-  return detail::attention_forward(detail::attention_operand(q), detail::attention_operand(k),
-                                   detail::attention_operand(v), detail::attention_operand(mask),
-                                   options, default_generator())
-      .output;
+  return ember::detail::attention(
+      ember::detail::attention_operand(q), ember::detail::attention_operand(k),
+      ember::detail::attention_operand(v), ember::detail::attention_operand(mask), options);
 }
 
 }  // namespace nn::functional

@@ -1,17 +1,21 @@
 // dropout: zeroes elements with probability p and scales the rest by 1/(1-p), drawing from
-// ember's generator; detail::dropout_with_mask also returns the keep mask (for backward).
+// ember's generator; detail::dropout_with_mask also returns the keep mask, which the backward
+// (recorded by dropout) multiplies the gradient by.
 #pragma once
 
+#include <ember/autograd/engine.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/core/random.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/expr/operators.hpp>
 #include <ember/tensor.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 namespace ember {
 namespace nn::functional {
@@ -145,6 +149,18 @@ dropout_result<value_type_t<E>> dropout_with_mask(const E& input, double p, bool
   return r;
 }
 
+/// Records dropout's backward, g * mask / (1 - p) (the forward's own scale, so the gradient
+/// of a kept element is exactly what its value was multiplied by), for y = r.output.
+template <class T>
+tensor<T> dropout_record(const tensor<T>& x, double p, dropout_result<T>&& r) {
+  if (!r.mask.defined() || !autograd::detail::any_requires_grad(x)) return std::move(r.output);
+  const T scale = p == 1 ? T(0) : static_cast<T>(1 / (1 - p));
+  return autograd::detail::record<T>(
+      "dropout_backward", std::move(r.output), {x}, [mask = r.mask, scale](const tensor<T>& g) {
+        return std::vector<tensor<T>>{g * ember::cast<T>(mask) * scale};
+      });
+}
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -155,7 +171,15 @@ namespace nn::functional {
 ///   em::manual_seed(0);  auto y = F::dropout(x, 0.2);        // or F::dropout(x, {.p = 0.2})
 template <operand E>
 tensor<value_type_t<E>> dropout(const E& input, double p = 0.5, bool training = true) {
-  return detail::dropout_with_mask(input, p, training, default_generator()).output;
+  using T = value_type_t<E>;
+  const tensor<T> x = ember::detail::materialize(input);
+  ember::detail::dropout_result<T> r;
+  {
+    no_grad_guard ng;
+    r = ember::detail::dropout_with_mask(x, p, training, default_generator());
+  }
+  // p == 0, eval mode or an empty input: the input itself (no node), as in PyTorch
+  return ember::detail::dropout_record(x, p, std::move(r));
 }
 template <operand E>
 tensor<value_type_t<E>> dropout(const E& input, const dropout_options& options) {

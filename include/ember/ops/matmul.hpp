@@ -8,6 +8,7 @@
 #include <ember/core/shape.hpp>
 #include <ember/core/view_strides.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/expr/operators.hpp>
 #include <ember/ops/gemm.hpp>
 #include <ember/tensor.hpp>
 
@@ -15,8 +16,16 @@
 #include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 namespace ember {
+
+// the backward functions below call these (declared here, defined after them)
+template <operand A, operand B>
+tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in);
+template <operand A, operand B>
+tensor<value_type_t<A>> mm(const A& a_in, const B& b_in);
+
 namespace detail {
 
 template <class TA, class TB>
@@ -117,26 +126,20 @@ inline shape matmul_batch(const shape& s) { return shape(s.begin(), s.end() - 2)
 
 }  // namespace detail
 
-/// Matrix product with torch.matmul's rules: 1-D · 1-D is a dot product (0-d result); a 1-D
-/// left operand is a row vector and a 1-D right operand a column vector (that dim is removed
-/// from the result); operands of rank >= 3 are stacks of matrices whose batch dims broadcast.
-///   em::matmul(em::ones<float>({2, 3}), em::ones<float>({3, 4}));     // (2,4), every value 3
-///   em::matmul(em::randn<float>({8, 2, 3}), em::randn<float>({3}));  // (8,2)
-template <operand A, operand B>
-tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
-  using T = value_type_t<A>;
-  detail::matmul_check_types<T, value_type_t<B>>();
-  const tensor<T> a = detail::materialize(a_in);
-  const tensor<T> b = detail::materialize(b_in);
-  detail::matmul_check_devices(a, b, "matmul");
+namespace detail {
+
+/// matmul's forward (torch.matmul's shape rules), nothing recorded.
+template <class T>
+tensor<T> matmul_forward(const tensor<T>& a, const tensor<T>& b) {
+  matmul_check_devices(a, b, "matmul");
   const std::int64_t da = a.dim(), db = b.dim();
-  detail::check(da >= 1 && db >= 1, errc::shape, "matmul: both arguments need at least 1 ",
-                "dimension, got shapes ", a.shape(), " and ", b.shape());
+  check(da >= 1 && db >= 1, errc::shape, "matmul: both arguments need at least 1 ",
+        "dimension, got shapes ", a.shape(), " and ", b.shape());
   const tensor<T> a2 = da == 1 ? a.unsqueeze(0) : a;
   const tensor<T> b2 = db == 1 ? b.unsqueeze(1) : b;
-  detail::check(a2.size(-1) == b2.size(-2), errc::shape, "matmul: cannot multiply ", a.shape(),
-                " by ", b.shape());
-  const shape ba = detail::matmul_batch(a2.shape()), bb = detail::matmul_batch(b2.shape());
+  check(a2.size(-1) == b2.size(-2), errc::shape, "matmul: cannot multiply ", a.shape(), " by ",
+        b.shape());
+  const shape ba = matmul_batch(a2.shape()), bb = matmul_batch(b2.shape());
   shape batch;
   {
     const std::size_t nb = std::max(ba.size(), bb.size());
@@ -144,8 +147,8 @@ tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
     for (std::size_t i = 0; i < nb; ++i) {
       const std::int64_t x = i < nb - ba.size() ? 1 : ba[i - (nb - ba.size())];
       const std::int64_t y = i < nb - bb.size() ? 1 : bb[i - (nb - bb.size())];
-      detail::check(x == y || x == 1 || y == 1, errc::shape, "matmul: cannot multiply ", a.shape(),
-                    " by ", b.shape(), " (batch dimensions ", ba, " and ", bb, " do not broadcast)");
+      check(x == y || x == 1 || y == 1, errc::shape, "matmul: cannot multiply ", a.shape(),
+            " by ", b.shape(), " (batch dimensions ", ba, " and ", bb, " do not broadcast)");
       batch[i] = x == 1 ? y : x;
     }
   }
@@ -153,18 +156,105 @@ tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
   shape full = batch;
   full.push_back(m);
   full.push_back(n);
-  tensor<T> out = detail::make_tensor<T>(full);
+  tensor<T> out = make_tensor<T>(full);
   shape ea = batch, eb = batch;
   ea.push_back(m), ea.push_back(k);
   eb.push_back(k), eb.push_back(n);
-  detail::matmul_into(a2.expand(ea), b2.expand(eb), out, T(1), T(0));
+  matmul_into(a2.expand(ea), b2.expand(eb), out, T(1), T(0));
   shape result = batch;
   if (da > 1) result.push_back(m);
   if (db > 1) result.push_back(n);
   return out.view(result);
 }
 
-/// Product of two matrices (both 2-D): (m,k) · (k,n) -> (m,n).
+/// The product of all dims but the last (the rows of a stack of matrices seen as one).
+inline std::int64_t leading_rows(const shape& s) {
+  std::int64_t r = 1;
+  for (std::size_t d = 0; d + 1 < s.size(); ++d) r *= s[d];
+  return r;
+}
+
+/// s * t, or t itself when s == 1 (the alpha/beta of addmm and baddbmm).
+template <class T>
+tensor<T> scaled(const tensor<T>& t, double s) {
+  if (s == 1) return t;
+  return tensor<T>(t * static_cast<T>(s));
+}
+
+/// Note [Matmul backward]: with the 1-D operands made matrices (a as a row (1,k), b as a
+/// column (k,1)) and g given the dims matmul removed, grad_a = g · bᵀ and grad_b = aᵀ · g,
+/// each summed over the batch dims its operand was broadcast along (sum_to), then viewed in
+/// the operand's shape. When b is one matrix under a stack of a's (x · W), a's batch dims fold
+/// into rows and grad_b is one GEMM instead of a stack of products summed afterwards. Only
+/// differentiable ops are used, so the gradient can itself be differentiated (create_graph).
+template <class T>
+std::vector<tensor<T>> matmul_backward(const tensor<T>& g, const tensor<T>& a, const tensor<T>& b,
+                                       const shape& a_shape, const shape& b_shape, bool need_a,
+                                       bool need_b) {
+  const std::size_t da = a_shape.size(), db = b_shape.size();
+  tensor<T> gm = g;
+  if (da == 1) gm = gm.unsqueeze(gm.dim() - (db == 1 ? 0 : 1));
+  if (db == 1) gm = gm.unsqueeze(gm.dim());
+  std::vector<tensor<T>> grads(2);
+  if (need_a) {
+    const tensor<T> bm = db == 1 ? b.unsqueeze(1) : b;
+    shape am = a_shape;
+    if (da == 1) am.insert(am.begin(), 1);
+    const tensor<T> ga = ember::matmul(gm, bm.transpose(-2, -1));
+    grads[0] = autograd::detail::sum_to(ga, am).reshape(a_shape);
+  }
+  if (need_b) {
+    const tensor<T> am = da == 1 ? a.unsqueeze(0) : a;
+    shape bm = b_shape;
+    if (db == 1) bm.push_back(1);
+    tensor<T> gb;
+    if (am.dim() > 2 && bm.size() == 2) {
+      const std::int64_t k = am.size(-1), n = gm.size(-1), rows = leading_rows(am.shape());
+      gb = ember::mm(am.reshape({rows, k}).t(), gm.reshape({rows, n}));
+    } else {
+      gb = autograd::detail::sum_to(ember::matmul(am.transpose(-2, -1), gm), bm);
+    }
+    grads[1] = gb.reshape(b_shape);
+  }
+  return grads;
+}
+
+}  // namespace detail
+
+/// Matrix product with torch.matmul's rules: 1-D · 1-D is a dot product (0-d result); a 1-D
+/// left operand is a row vector and a 1-D right operand a column vector (that dim is removed
+/// from the result); operands of rank >= 3 are stacks of matrices whose batch dims broadcast.
+///   em::matmul(em::ones<float>({2, 3}), em::ones<float>({3, 4}));     // (2,4), every value 3
+///   em::matmul(em::randn<float>({8, 2, 3}), em::randn<float>({3}));  // (8,2)
+/// Differentiable (grad_fn "matmul_backward", Note [Matmul backward]).
+template <operand A, operand B>
+tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
+  using T = value_type_t<A>;
+  detail::matmul_check_types<T, value_type_t<B>>();
+  const tensor<T> a = detail::materialize(a_in);
+  const tensor<T> b = detail::materialize(b_in);
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = detail::matmul_forward(a, b);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(a, b)) return out;
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    // grad_a needs b, grad_b needs a: save only those
+    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+    return autograd::detail::record<T>(
+        "matmul_backward", std::move(out), {a, b},
+        [sa, sb, as = a.shape(), bs = b.shape(), need_a, need_b](const tensor<T>& g) {
+          return detail::matmul_backward(g, sa.unpack("matmul_backward"),
+                                         sb.unpack("matmul_backward"), as, bs, need_a, need_b);
+        });
+  } else {
+    return out;
+  }
+}
+
+/// Product of two matrices (both 2-D): (m,k) · (k,n) -> (m,n). grad_fn "mm_backward".
 template <operand A, operand B>
 tensor<value_type_t<A>> mm(const A& a_in, const B& b_in) {
   using T = value_type_t<A>;
@@ -178,11 +268,24 @@ tensor<value_type_t<A>> mm(const A& a_in, const B& b_in) {
                 b.shape());
   tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)});
   detail::matmul_into(a, b, out, T(1), T(0));
-  return out;
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(a, b)) return out;
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+    return autograd::detail::record<T>(
+        "mm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
+          std::vector<tensor<T>> grads(2);
+          if (need_a) grads[0] = ember::mm(g, sb.unpack("mm_backward").t());
+          if (need_b) grads[1] = ember::mm(sa.unpack("mm_backward").t(), g);
+          return grads;
+        });
+  } else {
+    return out;
+  }
 }
 
 /// Batched product of two stacks of matrices with the same batch size (no broadcasting):
-/// (B,m,k) · (B,k,n) -> (B,m,n).
+/// (B,m,k) · (B,k,n) -> (B,m,n). grad_fn "bmm_backward".
 template <operand A, operand B>
 tensor<value_type_t<A>> bmm(const A& a_in, const B& b_in) {
   using T = value_type_t<A>;
@@ -196,10 +299,23 @@ tensor<value_type_t<A>> bmm(const A& a_in, const B& b_in) {
                 "bmm: cannot multiply ", a.shape(), " by ", b.shape());
   tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)});
   detail::matmul_into(a, b, out, T(1), T(0));
-  return out;
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(a, b)) return out;
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+    return autograd::detail::record<T>(
+        "bmm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
+          std::vector<tensor<T>> grads(2);
+          if (need_a) grads[0] = ember::bmm(g, sb.unpack("bmm_backward").transpose(1, 2));
+          if (need_b) grads[1] = ember::bmm(sa.unpack("bmm_backward").transpose(1, 2), g);
+          return grads;
+        });
+  } else {
+    return out;
+  }
 }
 
-/// Matrix times vector: (m,k) · (k) -> (m).
+/// Matrix times vector: (m,k) · (k) -> (m). grad_fn "mv_backward".
 template <operand A, operand B>
 tensor<value_type_t<A>> mv(const A& a_in, const B& v_in) {
   using T = value_type_t<A>;
@@ -210,10 +326,28 @@ tensor<value_type_t<A>> mv(const A& a_in, const B& v_in) {
   detail::check(a.dim() == 2 && v.dim() == 1 && a.size(1) == v.size(0), errc::shape,
                 "mv: cannot multiply ", a.shape(), " by ", v.shape(),
                 " (expects a 2-D matrix and a 1-D vector of matching size)");
-  return matmul(a, v);
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = detail::matmul_forward(a, v);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(a, v)) return out;
+    const bool need_a = a.requires_grad(), need_v = v.requires_grad();
+    autograd::detail::saved<T> sa(need_v ? a : tensor<T>()), sv(need_a ? v : tensor<T>());
+    return autograd::detail::record<T>(
+        "mv_backward", std::move(out), {a, v}, [sa, sv, need_a, need_v](const tensor<T>& g) {
+          std::vector<tensor<T>> grads(2);
+          if (need_a) grads[0] = ember::mm(g.unsqueeze(1), sv.unpack("mv_backward").unsqueeze(0));
+          if (need_v) grads[1] = ember::mv(sa.unpack("mv_backward").t(), g);
+          return grads;
+        });
+  } else {
+    return out;
+  }
 }
 
-/// Dot product of two 1-D tensors of the same size (a 0-d result).
+/// Dot product of two 1-D tensors of the same size (a 0-d result). grad_fn "dot_backward".
 template <operand A, operand B>
 tensor<value_type_t<A>> dot(const A& a_in, const B& b_in) {
   using T = value_type_t<A>;
@@ -224,11 +358,73 @@ tensor<value_type_t<A>> dot(const A& a_in, const B& b_in) {
   detail::check(a.dim() == 1 && b.dim() == 1 && a.size(0) == b.size(0), errc::shape,
                 "dot: expects two 1-D tensors of the same size, got shapes ", a.shape(), " and ",
                 b.shape());
-  return matmul(a, b);
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = detail::matmul_forward(a, b);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(a, b)) return out;
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+    return autograd::detail::record<T>(
+        "dot_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
+          std::vector<tensor<T>> grads(2);
+          if (need_a) grads[0] = tensor<T>(g * sb.unpack("dot_backward"));
+          if (need_b) grads[1] = tensor<T>(g * sa.unpack("dot_backward"));
+          return grads;
+        });
+  } else {
+    return out;
+  }
 }
+
+namespace detail {
+
+/// The backward of addmm (Mat = false) and baddbmm (Mat = true: stacks, transposing dims 1, 2).
+template <bool Batched, class T>
+std::vector<tensor<T>> addmm_backward(const tensor<T>& g, const tensor<T>& a, const tensor<T>& b,
+                                      const shape& bias_shape, double beta, double alpha,
+                                      bool need_bias, bool need_a, bool need_b) {
+  auto prod = [](const tensor<T>& x, const tensor<T>& y) {
+    if constexpr (Batched) return ember::bmm(x, y); else return ember::mm(x, y);
+  };
+  auto tr = [](const tensor<T>& x) { return x.transpose(-2, -1); };
+  std::vector<tensor<T>> grads(3);
+  if (need_bias)
+    grads[0] = beta == 0 ? autograd::detail::zeros_shaped<T>(bias_shape, g.device())
+                         : autograd::detail::sum_to(scaled(g, beta), bias_shape);
+  if (need_a) grads[1] = scaled(prod(g, tr(b)), alpha);
+  if (need_b) grads[2] = scaled(prod(tr(a), g), alpha);
+  return grads;
+}
+
+template <bool Batched, class T>
+tensor<T> record_addmm(tensor<T> out, const tensor<T>& bias, const tensor<T>& a,
+                       const tensor<T>& b, double beta, double alpha) {
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(bias, a, b)) return out;
+    const char* name = Batched ? "baddbmm_backward" : "addmm_backward";
+    const bool need_bias = bias.requires_grad(), need_a = a.requires_grad(),
+               need_b = b.requires_grad();
+    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+    return autograd::detail::record<T>(
+        name, std::move(out), {bias, a, b},
+        [sa, sb, name, bs = bias.shape(), beta, alpha, need_bias, need_a,
+         need_b](const tensor<T>& g) {
+          return addmm_backward<Batched>(g, sa.unpack(name), sb.unpack(name), bs, beta, alpha,
+                                         need_bias, need_a, need_b);
+        });
+  } else {
+    return out;
+  }
+}
+
+}  // namespace detail
 
 /// beta * bias + alpha * (a · b) for 2-D a and b; bias broadcasts to the (m,n) result. With
 /// beta == 0 bias is not read (NaN in it does not propagate), as torch.addmm.
+/// grad_fn "addmm_backward".
 template <operand C, operand A, operand B>
 tensor<value_type_t<A>> addmm(const C& bias_in, const A& a_in, const B& b_in, double beta = 1,
                               double alpha = 1) {
@@ -248,12 +444,16 @@ tensor<value_type_t<A>> addmm(const C& bias_in, const A& a_in, const B& b_in, do
   detail::check(broadcastable_to(bias.shape(), full), errc::shape, "addmm: bias of shape ",
                 bias.shape(), " does not broadcast to the product's shape ", full);
   tensor<T> out = detail::make_tensor<T>(full);
-  if (beta != 0) out.copy_(bias);
+  {
+    no_grad_guard ng;
+    if (beta != 0) out.copy_(bias);
+  }
   detail::matmul_into(a, b, out, static_cast<T>(alpha), static_cast<T>(beta));
-  return out;
+  return detail::record_addmm<false>(std::move(out), bias, a, b, beta, alpha);
 }
 
 /// beta * bias + alpha * bmm(a, b) for 3-D a and b; bias broadcasts to the (B,m,n) result.
+/// grad_fn "baddbmm_backward".
 template <operand C, operand A, operand B>
 tensor<value_type_t<A>> baddbmm(const C& bias_in, const A& a_in, const B& b_in, double beta = 1,
                                 double alpha = 1) {
@@ -273,9 +473,12 @@ tensor<value_type_t<A>> baddbmm(const C& bias_in, const A& a_in, const B& b_in, 
   detail::check(broadcastable_to(bias.shape(), full), errc::shape, "baddbmm: bias of shape ",
                 bias.shape(), " does not broadcast to the product's shape ", full);
   tensor<T> out = detail::make_tensor<T>(full);
-  if (beta != 0) out.copy_(bias);
+  {
+    no_grad_guard ng;
+    if (beta != 0) out.copy_(bias);
+  }
   detail::matmul_into(a, b, out, static_cast<T>(alpha), static_cast<T>(beta));
-  return out;
+  return detail::record_addmm<true>(std::move(out), bias, a, b, beta, alpha);
 }
 
 namespace detail {
@@ -315,6 +518,39 @@ tensor<T> linear_impl(const tensor<T>& x, const tensor<T>& w, const tensor<T>* b
   return out;
 }
 
+/// linear with its backward (grad_fn "linear_backward"): grad_x = g · w, grad_w = gᵀ · x over
+/// all leading dims folded into rows (one GEMM), grad_bias = g summed to bias's shape.
+template <class T>
+tensor<T> linear_recorded(const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = linear_impl<T>(x, w, bias.defined() ? &bias : nullptr);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(x, w, bias)) return out;
+    const bool need_x = x.requires_grad(), need_w = w.requires_grad(),
+               need_bias = bias.defined() && bias.requires_grad();
+    autograd::detail::saved<T> sx(need_w ? x : tensor<T>()), sw(need_x ? w : tensor<T>());
+    return autograd::detail::record<T>(
+        "linear_backward", std::move(out), {x, w, bias},
+        [sx, sw, xs = x.shape(), bs = bias.defined() ? bias.shape() : shape{}, need_x, need_w,
+         need_bias](const tensor<T>& g) {
+          std::vector<tensor<T>> grads(3);
+          if (need_x) grads[0] = ember::matmul(g, sw.unpack("linear_backward"));
+          if (need_w) {
+            const tensor<T>& x = sx.unpack("linear_backward");
+            const std::int64_t rows = leading_rows(xs), in = xs.back(), out_f = g.size(-1);
+            grads[1] = ember::mm(g.reshape({rows, out_f}).t(), x.reshape({rows, in}));
+          }
+          if (need_bias) grads[2] = autograd::detail::sum_to(g, bs);
+          return grads;
+        });
+  } else {
+    return out;
+  }
+}
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -325,7 +561,8 @@ template <operand X, operand W>
 tensor<value_type_t<X>> linear(const X& x, const W& weight) {
   using T = value_type_t<X>;
   detail::matmul_check_types<T, value_type_t<W>>();
-  return detail::linear_impl<T>(detail::materialize(x), detail::materialize(weight), nullptr);
+  return detail::linear_recorded<T>(detail::materialize(x), detail::materialize(weight),
+                                    tensor<T>());
 }
 
 /// y = x · weightᵀ + bias (bias of shape (out_features), or anything that broadcasts to y).
@@ -334,9 +571,8 @@ tensor<value_type_t<X>> linear(const X& x, const W& weight, const Bias& bias) {
   using T = value_type_t<X>;
   detail::matmul_check_types<T, value_type_t<W>>();
   detail::matmul_check_types<T, value_type_t<Bias>>();
-  const tensor<T> b = detail::materialize(bias);
-  return detail::linear_impl<T>(detail::materialize(x), detail::materialize(weight),
-                                b.defined() ? &b : nullptr);
+  return detail::linear_recorded<T>(detail::materialize(x), detail::materialize(weight),
+                                    detail::materialize(bias));
 }
 
 }  // namespace nn::functional

@@ -1,11 +1,14 @@
 // Normalization layers' functional forms: batch_norm (training and eval, running-stat update),
 // layer_norm and group_norm, with their options structs, plus the detail:: forwards that also
-// return the statistics a backward needs (batch mean / inverse std, per-row mean / rstd).
+// return the statistics a backward needs (batch mean / inverse std, per-row mean / rstd), and
+// the backward of each (recorded beside its forward).
 #pragma once
 
+#include <ember/autograd/engine.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/eval/reduce.hpp>
 #include <ember/expr/operators.hpp>
 #include <ember/simd/batch.hpp>
 #include <ember/tensor.hpp>
@@ -13,7 +16,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace ember {
@@ -482,6 +487,138 @@ norm_rows_result<value_type_t<E>> group_norm_forward(
   return r;
 }
 
+// ---- backward ---------------------------------------------------------------------------------
+// Note [Norm backward]: with xhat = (x - mean) * rstd over a group of M values and gy the
+// gradient reaching xhat (g times the weight), the input gradient is
+//   gx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))       (means over the group),
+// weight gets sum(g * xhat) and bias sum(g) over everything but the channel / normalized dims.
+// The statistics saved by the forward are constants of the backward; when the backward itself
+// records (create_graph), they are recomputed from x with ember reductions instead, so a
+// second derivative sees them depend on x. Batch norm in eval mode is an affine map (the
+// running statistics are not differentiable): gx = g * weight * invstd.
+
+/// rstd * (gy - mean(gy) - xhat * mean(gy * xhat)) over `dims` (Note [Norm backward]).
+template <class T>
+tensor<T> norm_input_grad(const tensor<T>& gy, const tensor<T>& xhat, const tensor<T>& rstd,
+                          const shape& dims) {
+  const tensor<T> m1 = ember::mean(gy, dims, true);
+  const tensor<T> m2 = ember::mean(gy * xhat, dims, true);
+  return rstd * (gy - m1 - xhat * m2);
+}
+
+/// Mean and rstd of x over dims (keepdim), as functions of x (the create_graph path).
+template <class T>
+std::pair<tensor<T>, tensor<T>> norm_stats(const tensor<T>& x, const shape& dims, double eps) {
+  tensor<T> mu = ember::mean(x, dims, true);
+  tensor<T> rs = ember::rsqrt(ember::var(x, dims, false, true) + static_cast<T>(eps));
+  return {std::move(mu), std::move(rs)};
+}
+
+/// Records batch_norm's backward for y = r.output (x is the materialized input).
+template <class T>
+tensor<T> batch_norm_record(const tensor<T>& x, const nn::functional::batch_norm_options<T>& o,
+                            batch_norm_result<T>&& r) {
+  if (!autograd::detail::any_requires_grad(x, o.weight, o.bias)) return std::move(r.output);
+  const bool need_x = x.requires_grad(), need_w = o.weight.defined() && o.weight.requires_grad(),
+             need_b = o.bias.defined() && o.bias.requires_grad();
+  const autograd::detail::saved<T> sx(x), sw(o.weight);
+  const shape wshape = o.weight.defined() ? o.weight.shape() : shape{};
+  const shape bshape = o.bias.defined() ? o.bias.shape() : shape{};
+  const bool training = o.training;
+  const double eps = o.eps;
+  return autograd::detail::record<T>(
+      "batch_norm_backward", std::move(r.output), {x, o.weight, o.bias},
+      [=, mean = r.mean, invstd = r.invstd](const tensor<T>& g) {
+        constexpr const char* op = "batch_norm_backward";
+        const tensor<T>& xs = sx.unpack(op);
+        const tensor<T>& w = sw.unpack(op);
+        const std::int64_t N = xs.size(0), C = xs.size(1), S = N * C != 0 ? xs.numel() / (N * C) : 0;
+        const shape pc{1, C, 1}, dims{0, 2};
+        const tensor<T> x3 = xs.reshape({N, C, S}), g3 = g.reshape({N, C, S});
+        tensor<T> mu = mean.view(pc), rs = invstd.view(pc);
+        if (training && is_grad_enabled()) std::tie(mu, rs) = norm_stats(x3, dims, eps);
+        const tensor<T> xhat = (x3 - mu) * rs;
+        std::vector<tensor<T>> grads(3);
+        if (need_x) {
+          const tensor<T> gy = w.defined() ? tensor<T>(g3 * w.reshape(pc)) : g3;
+          grads[0] = (training ? norm_input_grad(gy, xhat, rs, dims) : tensor<T>(gy * rs))
+                         .reshape(xs.shape());
+        }
+        if (need_w) grads[1] = ember::sum(g3 * xhat, dims).reshape(wshape);
+        if (need_b) grads[2] = ember::sum(g3, dims).reshape(bshape);
+        return grads;
+      });
+}
+
+/// Records layer_norm's backward for y = r.output.
+template <class T>
+tensor<T> layer_norm_record(const tensor<T>& x, const nn::functional::layer_norm_options<T>& o,
+                            norm_rows_result<T>&& r) {
+  if (!autograd::detail::any_requires_grad(x, o.weight, o.bias)) return std::move(r.output);
+  const bool need_x = x.requires_grad(), need_w = o.weight.defined() && o.weight.requires_grad(),
+             need_b = o.bias.defined() && o.bias.requires_grad();
+  const autograd::detail::saved<T> sx(x), sw(o.weight);
+  const shape ns = o.normalized_shape;
+  const double eps = o.eps;
+  return autograd::detail::record<T>(
+      "layer_norm_backward", std::move(r.output), {x, o.weight, o.bias},
+      [=, mean = r.mean, rstd = r.rstd](const tensor<T>& g) {
+        constexpr const char* op = "layer_norm_backward";
+        const tensor<T>& xs = sx.unpack(op);
+        const tensor<T>& w = sw.unpack(op);
+        const std::int64_t m = ns.numel(), rows = m != 0 ? xs.numel() / m : mean.numel();
+        const shape dims{1};
+        const tensor<T> x2 = xs.reshape({rows, m}), g2 = g.reshape({rows, m});
+        tensor<T> mu = mean.reshape({rows, 1}), rs = rstd.reshape({rows, 1});
+        if (is_grad_enabled()) std::tie(mu, rs) = norm_stats(x2, dims, eps);
+        const tensor<T> xhat = (x2 - mu) * rs;
+        std::vector<tensor<T>> grads(3);
+        if (need_x) {
+          const tensor<T> gy = w.defined() ? tensor<T>(g2 * w.reshape({m})) : g2;
+          grads[0] = norm_input_grad(gy, xhat, rs, dims).reshape(xs.shape());
+        }
+        if (need_w) grads[1] = ember::sum(g2 * xhat, std::int64_t{0}).reshape(ns);
+        if (need_b) grads[2] = ember::sum(g2, std::int64_t{0}).reshape(ns);
+        return grads;
+      });
+}
+
+/// Records group_norm's backward for y = r.output.
+template <class T>
+tensor<T> group_norm_record(const tensor<T>& x, std::int64_t G,
+                            const nn::functional::group_norm_options<T>& o,
+                            norm_rows_result<T>&& r) {
+  if (!autograd::detail::any_requires_grad(x, o.weight, o.bias)) return std::move(r.output);
+  const bool need_x = x.requires_grad(), need_w = o.weight.defined() && o.weight.requires_grad(),
+             need_b = o.bias.defined() && o.bias.requires_grad();
+  const autograd::detail::saved<T> sx(x), sw(o.weight);
+  const shape wshape = o.weight.defined() ? o.weight.shape() : shape{};
+  const shape bshape = o.bias.defined() ? o.bias.shape() : shape{};
+  const double eps = o.eps;
+  return autograd::detail::record<T>(
+      "group_norm_backward", std::move(r.output), {x, o.weight, o.bias},
+      [=, mean = r.mean, rstd = r.rstd](const tensor<T>& g) {
+        constexpr const char* op = "group_norm_backward";
+        const tensor<T>& xs = sx.unpack(op);
+        const tensor<T>& w = sw.unpack(op);
+        const std::int64_t N = xs.size(0), C = xs.size(1), cg = C / G,
+                           S = N * C != 0 ? xs.numel() / (N * C) : 0;
+        const shape dims{2, 3};
+        const tensor<T> x4 = xs.reshape({N, G, cg, S}), g4 = g.reshape({N, G, cg, S});
+        tensor<T> mu = mean.reshape({N, G, 1, 1}), rs = rstd.reshape({N, G, 1, 1});
+        if (is_grad_enabled()) std::tie(mu, rs) = norm_stats(x4, dims, eps);
+        const tensor<T> xhat = (x4 - mu) * rs;
+        std::vector<tensor<T>> grads(3);
+        if (need_x) {
+          const tensor<T> gy = w.defined() ? tensor<T>(g4 * w.reshape({G, cg, 1})) : g4;
+          grads[0] = norm_input_grad(gy, xhat, rs, dims).reshape(xs.shape());
+        }
+        if (need_w) grads[1] = ember::sum(g4 * xhat, shape{0, 3}).reshape(wshape);
+        if (need_b) grads[2] = ember::sum(g4, shape{0, 3}).reshape(bshape);
+        return grads;
+      });
+}
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -498,7 +635,14 @@ template <operand E>
 tensor<value_type_t<E>> batch_norm(const E& input, const tensor<value_type_t<E>>& running_mean,
                                    const tensor<value_type_t<E>>& running_var,
                                    const batch_norm_options<value_type_t<E>>& options = {}) {
-  return detail::batch_norm_forward(input, running_mean, running_var, options).output;
+  using T = value_type_t<E>;
+  const tensor<T> x = ember::detail::materialize(input);
+  ember::detail::batch_norm_result<T> r;
+  {
+    no_grad_guard ng;
+    r = ember::detail::batch_norm_forward(x, running_mean, running_var, options);
+  }
+  return ember::detail::batch_norm_record(x, options, std::move(r));
 }
 
 /// Layer normalization over the trailing dims `normalized_shape` (biased variance), then the
@@ -507,7 +651,14 @@ tensor<value_type_t<E>> batch_norm(const E& input, const tensor<value_type_t<E>>
 template <operand E>
 tensor<value_type_t<E>> layer_norm(const E& input,
                                    const layer_norm_options<value_type_t<E>>& options) {
-  return detail::layer_norm_forward(input, options).output;
+  using T = value_type_t<E>;
+  const tensor<T> x = ember::detail::materialize(input);
+  ember::detail::norm_rows_result<T> r;
+  {
+    no_grad_guard ng;
+    r = ember::detail::layer_norm_forward(x, options);
+  }
+  return ember::detail::layer_norm_record(x, options, std::move(r));
 }
 
 /// Group normalization: the C channels of an (N, C, *) input are split into num_groups groups,
@@ -517,7 +668,14 @@ tensor<value_type_t<E>> layer_norm(const E& input,
 template <operand E>
 tensor<value_type_t<E>> group_norm(const E& input, std::int64_t num_groups,
                                    const group_norm_options<value_type_t<E>>& options = {}) {
-  return detail::group_norm_forward(input, num_groups, options).output;
+  using T = value_type_t<E>;
+  const tensor<T> x = ember::detail::materialize(input);
+  ember::detail::norm_rows_result<T> r;
+  {
+    no_grad_guard ng;
+    r = ember::detail::group_norm_forward(x, num_groups, options);
+  }
+  return ember::detail::group_norm_record(x, num_groups, options, std::move(r));
 }
 
 }  // namespace nn::functional

@@ -1,10 +1,11 @@
 // Scans and order statistics along a dim: cumsum, cumprod, tril/triu (and in-place tril_/triu_),
-// topk, sort and argsort.
+// topk, sort and argsort, with the backward of cumsum, cumprod, tril/triu and topk/sort values.
 #pragma once
 
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/expr/operators.hpp>
 #include <ember/ops/index.hpp>
 #include <ember/tensor.hpp>
 
@@ -40,9 +41,10 @@ using scan_acc_t = std::conditional_t<
     std::conditional_t<std::is_same_v<T, half> || std::is_same_v<T, bfloat16>, float, double>>;
 
 /// Running sum (Prod = false) or product along d: out[..., i, ...] = x[..., 0, ...] op ... op
-/// x[..., i, ...], accumulated sequentially in scan_acc_t. Columns of the inner block are
-/// scanned side by side (tiles of `tile` columns), so every access is unit-stride.
-template <bool Prod, class T>
+/// x[..., i, ...], accumulated sequentially in scan_acc_t; Reverse runs from the end (x[..., i,
+/// ...] op ... op x[..., n-1, ...]: cumsum's adjoint). Columns of the inner block are scanned
+/// side by side (tiles of `tile` columns), so every access is unit-stride.
+template <bool Prod, class T, bool Reverse = false>
 tensor<scan_result_t<T>> scan_impl(const tensor<T>& x_in, std::int64_t dim, const char* op) {
   using R = scan_result_t<T>;
   using A = scan_acc_t<T>;
@@ -74,17 +76,21 @@ tensor<scan_result_t<T>> scan_impl(const tensor<T>& x_in, std::int64_t dim, cons
                    const std::int64_t o = t / ntiles, c0 = (t % ntiles) * tile;
                    const std::int64_t w = std::min(inner, c0 + tile) - c0;
                    std::fill_n(acc, w, A(Prod ? 1 : 0));
+                   // position of the i-th element scanned (from the end when Reverse)
+                   const std::int64_t first = Reverse ? (n - 1) * inner : 0;
+                   const std::int64_t step = Reverse ? -inner : inner;
                    const T* src = xp + o * n * inner + c0;
                    R* dst = rp + o * n * inner + c0;
                    if (inner == 1) {  // scanning along the last dim: one running value
                      A a = acc[0];
-                     for (std::int64_t i = 0; i < n; ++i) dst[i] = convert<R>(a = combine(a, convert<A>(src[i])));
+                     for (std::int64_t i = 0, at = first; i < n; ++i, at += step)
+                       dst[at] = convert<R>(a = combine(a, convert<A>(src[at])));
                      continue;
                    }
-                   for (std::int64_t i = 0; i < n; ++i, src += inner, dst += inner)
+                   for (std::int64_t i = 0, at = first; i < n; ++i, at += step)
                      for (std::int64_t c = 0; c < w; ++c) {
-                       acc[c] = combine(acc[c], convert<A>(src[c]));
-                       dst[c] = convert<R>(acc[c]);
+                       acc[c] = combine(acc[c], convert<A>(src[at + c]));
+                       dst[at + c] = convert<R>(acc[c]);
                      }
                  }
                });
@@ -228,19 +234,226 @@ values_indices<T> topk_impl(const tensor<T>& x_in, std::int64_t k, std::int64_t 
   return res;
 }
 
+// ---- backward ----------------------------------------------------------------------------------
+// Note [Scan backward]: every backward here is written with ops that record themselves, so
+// gradients can be differentiated again (create_graph): cumsum's adjoint is the reverse cumsum
+// and the reverse cumsum's is cumsum; topk/sort scatter the gradient to the chosen positions,
+// whose adjoint gathers from them (and the other way round); tril/triu mask the gradient the
+// same way. cumprod's is below (Note [Cumprod backward]).
+
+/// cumsum (Reverse = false) or the reverse cumsum of floating x along the wrapped dim d,
+/// recorded as each other's gradient.
+template <bool Reverse, class T>
+tensor<T> cumsum_recorded(const tensor<T>& x, std::int64_t d) {
+  const char* name = Reverse ? "reverse_cumsum_backward" : "cumsum_backward";
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = scan_impl<false, T, Reverse>(x, d, name);
+  }
+  if (!autograd::detail::any_requires_grad(x)) return out;
+  return autograd::detail::record<T>(name, std::move(out), {x}, [d](const tensor<T>& g) {
+    return std::vector<tensor<T>>{cumsum_recorded<!Reverse>(g, d)};
+  });
+}
+
+/// Note [Cumprod backward]: for y = cumprod(x) along a row, grad_i = sum_{j >= i} g_j *
+/// prod_{k <= j, k != i} x_k = P_i * S_i with P_i = x_0 ... x_{i-1} (an exclusive running
+/// product) and S_i = g_i + x_{i+1} * S_{i+1} (S_{n-1} = g_{n-1}). No division, so any number
+/// of zeros in x is exact (PyTorch's masks give the same values), accumulated in scan_acc_t.
+/// With grad mode on (create_graph) and no zero in x, PyTorch's differentiable form is used
+/// instead: reverse_cumsum(g * y) / x.
+template <class T>
+tensor<T> cumprod_grad_kernel(const tensor<T>& x_in, const tensor<T>& g_in, std::int64_t d) {
+  using A = scan_acc_t<T>;
+  no_grad_guard ng;
+  const tensor<T> x = at_least_1d(x_in).contiguous();
+  const tensor<T> g = at_least_1d(g_in).contiguous();
+  tensor<T> out = make_tensor<T>(x_in.shape());
+  if (x.numel() == 0) return out;
+  const std::int64_t n = x.size(d);
+  std::int64_t outer = 1, inner = 1;
+  for (std::int64_t k = 0; k < x.dim(); ++k)
+    (k < d ? outer : inner) *= k == d ? 1 : x.size(k);
+  const T* const xp = x.data();
+  const T* const gp = g.data();
+  T* const op = out.data();
+  parallel_for(0, outer * inner, std::max<std::int64_t>(1, elementwise_grain / (4 * n)),
+               [&](std::int64_t b, std::int64_t e) {
+                 std::vector<A> s(static_cast<std::size_t>(n));
+                 for (std::int64_t t = b; t < e; ++t) {
+                   const std::int64_t base = (t / inner) * n * inner + t % inner;
+                   auto at = [&](std::int64_t i) { return base + i * inner; };
+                   A acc = 0;
+                   for (std::int64_t i = n; i-- > 0;) {
+                     const A next = i + 1 < n ? convert<A>(xp[at(i + 1)]) * acc : A(0);
+                     acc = convert<A>(gp[at(i)]) + next;
+                     s[static_cast<std::size_t>(i)] = acc;
+                   }
+                   A p = 1;
+                   for (std::int64_t i = 0; i < n; ++i) {
+                     op[at(i)] = convert<T>(p * s[static_cast<std::size_t>(i)]);
+                     p *= convert<A>(xp[at(i)]);
+                   }
+                 }
+               });
+  return out;
+}
+
+template <class T>
+tensor<T> cumprod_recorded(const tensor<T>& x, std::int64_t d);
+
+/// cumprod's gradient g -> x (Note [Cumprod backward]).
+template <class T>
+tensor<T> cumprod_backward(const tensor<T>& x, const tensor<T>& g, std::int64_t d) {
+  if (!autograd::detail::any_requires_grad(x, g)) return cumprod_grad_kernel(x, g, d);
+  bool zero = false;
+  {
+    const tensor<T> xc = x.detach().contiguous();
+    zero = std::find(xc.data(), xc.data() + xc.numel(), T(0)) != xc.data() + xc.numel();
+  }
+  if (!zero) {
+    const tensor<T> y = cumprod_recorded(x, d);
+    return tensor<T>(cumsum_recorded<true>(tensor<T>(g * y), d) / x);
+  }
+  return autograd::detail::record<T>(
+      "cumprod_backward_backward", cumprod_grad_kernel(x, g, d), {x, g},
+      [](const tensor<T>&) -> std::vector<tensor<T>> {
+        fail(errc::not_implemented, "cumprod: the second derivative (create_graph) at an input ",
+             "that contains zeros is not implemented");
+      });
+}
+
+template <class T>
+tensor<T> cumprod_recorded(const tensor<T>& x, std::int64_t d) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = scan_impl<true>(x, d, "cumprod");
+  }
+  if (!autograd::detail::any_requires_grad(x)) return out;
+  autograd::detail::saved<T> sx(x);
+  return autograd::detail::record<T>("cumprod_backward", std::move(out), {x},
+                                     [sx, d](const tensor<T>& g) {
+                                       return std::vector<tensor<T>>{cumprod_backward(
+                                           sx.unpack("cumprod_backward"), g, d)};
+                                     });
+}
+
+template <bool Lower, class T>
+tensor<T> tri_recorded(const tensor<T>& x, std::int64_t k, bool in_place, const char* op) {
+  const char* name = Lower ? "tril_backward" : "triu_backward";
+  auto backward = [k](const tensor<T>& g) {
+    return std::vector<tensor<T>>{tri_recorded<Lower>(g, k, false, Lower ? "tril" : "triu")};
+  };
+  if (!in_place) {
+    tensor<T> out;
+    {
+      no_grad_guard ng;
+      out = tri_impl<Lower>(x, k, false, op);
+    }
+    if (!autograd::detail::any_requires_grad(x)) return out;
+    return autograd::detail::record<T>(name, std::move(out), {x}, backward);
+  }
+  const bool recording = autograd::detail::any_requires_grad(x);
+  if (recording) autograd::detail::check_inplace(x, op);
+  {
+    no_grad_guard ng;
+    tri_impl<Lower>(x, k, true, op);
+  }
+  if (recording) {  // x now holds tril(x): its history continues through this node
+    const tensor<T> result = autograd::detail::record<T>(name, x.detach(), {x}, backward);
+    autograd::detail::rebase_history(x, result);
+  }
+  return x;
+}
+
+/// tril/triu entry: recorded for float and double, the plain kernel otherwise.
+template <bool Lower, class T>
+tensor<T> tri_dispatch(const tensor<T>& x, std::int64_t k, bool in_place, const char* op) {
+  if constexpr (std::is_floating_point_v<T>) return tri_recorded<Lower>(x, k, in_place, op);
+  else return tri_impl<Lower>(x, k, in_place, op);
+}
+
+template <class T>
+tensor<T> gather_recorded(const tensor<T>& g, std::int64_t d, const tensor<std::int64_t>& idx);
+
+/// zeros of `s` with g written at idx along d (idx distinct within each row: topk and sort).
+template <class T>
+tensor<T> scatter_recorded(const tensor<T>& g, std::int64_t d, const tensor<std::int64_t>& idx,
+                           const shape& s) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = autograd::detail::zeros_shaped<T>(s, g.device());
+    ember::scatter_(at_least_1d(out), d, at_least_1d(idx), at_least_1d(g));
+  }
+  if (!autograd::detail::any_requires_grad(g)) return out;
+  return autograd::detail::record<T>("scatter_backward", std::move(out), {g},
+                                     [d, idx](const tensor<T>& gg) {
+                                       return std::vector<tensor<T>>{gather_recorded(gg, d, idx)};
+                                     });
+}
+
+/// The elements of g at idx along d (idx's shape).
+template <class T>
+tensor<T> gather_recorded(const tensor<T>& g, std::int64_t d, const tensor<std::int64_t>& idx) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = ember::gather(g, d, idx);
+  }
+  if (!autograd::detail::any_requires_grad(g)) return out;
+  return autograd::detail::record<T>(
+      "gather_backward", std::move(out), {g}, [d, idx, s = g.shape()](const tensor<T>& gg) {
+        return std::vector<tensor<T>>{scatter_recorded(gg, d, idx, s)};
+      });
+}
+
+/// topk / sort with the values' gradient scattered back to the chosen positions.
+template <class T>
+values_indices<T> topk_recorded(const tensor<T>& x, std::int64_t k, std::int64_t dim,
+                                bool largest, const char* op, const char* name) {
+  values_indices<T> r;
+  {
+    no_grad_guard ng;
+    r = topk_impl(x, k, dim, largest, op);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(x)) return r;
+    const std::int64_t d = wrap_dim(dim, x.dim(), op);
+    autograd::detail::saved<std::int64_t> si(r.indices);
+    r.values = autograd::detail::record<T>(
+        name, std::move(r.values), {x}, [si, d, name, s = x.shape()](const tensor<T>& g) {
+          return std::vector<tensor<T>>{scatter_recorded(g, d, si.unpack(name), s)};
+        });
+  }
+  return r;
+}
+
 }  // namespace detail
 
 /// Running sum along dim (the first element, the first two summed, ...); integer and bool
 /// inputs give int64, as PyTorch.   em::cumsum(a, 1);
+/// grad_fn "cumsum_backward" (floating inputs).
 template <operand E>
-tensor<detail::scan_result_t<value_type_t<E>>> cumsum(const E& x, std::int64_t dim) {
-  return detail::scan_impl<false>(detail::cpu_operand(x, "cumsum"), dim, "cumsum");
+tensor<detail::scan_result_t<value_type_t<E>>> cumsum(const E& e, std::int64_t dim) {
+  const auto x = detail::cpu_operand(e, "cumsum");
+  if constexpr (std::is_floating_point_v<value_type_t<E>>)
+    return detail::cumsum_recorded<false>(x, wrap_dim(dim, x.dim(), "cumsum"));
+  else
+    return detail::scan_impl<false>(x, dim, "cumsum");
 }
 
 /// Running product along dim; integer and bool inputs give int64.   em::cumprod(a, 0);
+/// grad_fn "cumprod_backward" (floating inputs; zeros in x are handled exactly).
 template <operand E>
-tensor<detail::scan_result_t<value_type_t<E>>> cumprod(const E& x, std::int64_t dim) {
-  return detail::scan_impl<true>(detail::cpu_operand(x, "cumprod"), dim, "cumprod");
+tensor<detail::scan_result_t<value_type_t<E>>> cumprod(const E& e, std::int64_t dim) {
+  const auto x = detail::cpu_operand(e, "cumprod");
+  if constexpr (std::is_floating_point_v<value_type_t<E>>)
+    return detail::cumprod_recorded(x, wrap_dim(dim, x.dim(), "cumprod"));
+  else
+    return detail::scan_impl<true>(x, dim, "cumprod");
 }
 
 /// The lower triangle of the last two dims: elements with j - i <= diagonal, others zero.
@@ -248,25 +461,25 @@ tensor<detail::scan_result_t<value_type_t<E>>> cumprod(const E& x, std::int64_t 
 ///   em::tril(a, -1);                        // strictly below
 template <operand E>
 tensor<value_type_t<E>> tril(const E& x, std::int64_t diagonal = 0) {
-  return detail::tri_impl<true>(detail::cpu_operand(x, "tril"), diagonal, false, "tril");
+  return detail::tri_dispatch<true>(detail::cpu_operand(x, "tril"), diagonal, false, "tril");
 }
 
 /// The upper triangle of the last two dims: elements with j - i >= diagonal, others zero.
 template <operand E>
 tensor<value_type_t<E>> triu(const E& x, std::int64_t diagonal = 0) {
-  return detail::tri_impl<false>(detail::cpu_operand(x, "triu"), diagonal, false, "triu");
+  return detail::tri_dispatch<false>(detail::cpu_operand(x, "triu"), diagonal, false, "triu");
 }
 
 /// In-place tril: zeroes the elements above the diagonal; returns x.
 template <class T>
 tensor<T> tril_(const tensor<T>& x, std::int64_t diagonal = 0) {
-  return detail::tri_impl<true>(detail::cpu_operand(x, "tril_"), diagonal, true, "tril_");
+  return detail::tri_dispatch<true>(detail::cpu_operand(x, "tril_"), diagonal, true, "tril_");
 }
 
 /// In-place triu: zeroes the elements below the diagonal; returns x.
 template <class T>
 tensor<T> triu_(const tensor<T>& x, std::int64_t diagonal = 0) {
-  return detail::tri_impl<false>(detail::cpu_operand(x, "triu_"), diagonal, true, "triu_");
+  return detail::tri_dispatch<false>(detail::cpu_operand(x, "triu_"), diagonal, true, "triu_");
 }
 
 /// The k largest (or smallest) elements along dim and their positions, best first:
@@ -278,7 +491,8 @@ template <operand E>
 values_indices<value_type_t<E>> topk(const E& x, std::int64_t k, std::int64_t dim = -1,
                                      bool largest = true, bool sorted = true) {
   (void)sorted;
-  return detail::topk_impl(detail::cpu_operand(x, "topk"), k, dim, largest, "topk");
+  return detail::topk_recorded(detail::cpu_operand(x, "topk"), k, dim, largest, "topk",
+                               "topk_backward");
 }
 
 /// Sorts along dim (ascending unless descending), with each element's original position.
@@ -288,13 +502,16 @@ template <operand E>
 values_indices<value_type_t<E>> sort(const E& e, std::int64_t dim = -1, bool descending = false) {
   const auto x = detail::cpu_operand(e, "sort");
   const std::int64_t n = x.dim() == 0 ? 1 : x.size(dim);
-  return detail::topk_impl(x, n, dim, descending, "sort");
+  return detail::topk_recorded(x, n, dim, descending, "sort", "sort_backward");
 }
 
 /// The positions that sort x along dim: sort(x, dim, descending).indices.
 template <operand E>
-tensor<std::int64_t> argsort(const E& x, std::int64_t dim = -1, bool descending = false) {
-  return sort(x, dim, descending).indices;
+tensor<std::int64_t> argsort(const E& e, std::int64_t dim = -1, bool descending = false) {
+  const auto x = detail::cpu_operand(e, "sort");
+  const std::int64_t n = x.dim() == 0 ? 1 : x.size(dim);
+  no_grad_guard ng;  // indices only: nothing to record
+  return detail::topk_impl(x, n, dim, descending, "sort").indices;
 }
 
 }  // namespace ember

@@ -1,9 +1,11 @@
 // softmax and log_softmax over any dim: one fused, numerically stable pass per row
-// (max, then exp(x - max) with its sum, then the scaling), SIMD along contiguous rows.
+// (max, then exp(x - max) with its sum, then the scaling), SIMD along contiguous rows; and
+// their backward, from the saved output.
 #pragma once
 
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/eval/reduce.hpp>
 #include <ember/expr/operators.hpp>
 #include <ember/simd/math.hpp>
 #include <ember/tensor.hpp>
@@ -11,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <vector>
 
 namespace ember {
 namespace detail {
@@ -98,18 +102,54 @@ tensor<value_type_t<E>> softmax_impl(const E& e, std::int64_t dim, const char* o
   return is_tensor_v<E> && e.dim() == 0 ? res.reshape({}) : res;
 }
 
-}  // namespace detail
-
-/// exp(x) / sum(exp(x)) along dim, computed stably.
-template <operand E>
-tensor<value_type_t<E>> softmax(const E& e, std::int64_t dim) {
-  return detail::softmax_impl<false>(e, dim, "softmax");
+/// Note [Softmax backward]: from the output y (saved, as PyTorch; x is not kept), with s the
+/// sum over dim:  softmax: grad = y * (g - s(g * y));  log_softmax: grad = g - exp(y) * s(g).
+/// Both are written with differentiable ops. For double backward the saved y must carry its
+/// own history: it is saved detached (a saved output holding its own grad_fn would be a
+/// reference cycle) and, when the backward runs with grad mode on (create_graph), is given
+/// back the node, found through a weak pointer, as grad_fn.
+template <bool Log, class T>
+tensor<T> softmax_recorded(const tensor<T>& x, std::int64_t dim, const char* op) {
+  tensor<T> out;
+  {
+    no_grad_guard ng;
+    out = softmax_impl<Log>(x, dim, op);
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!autograd::detail::any_requires_grad(x)) return out;
+    const std::int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), op);
+    const char* name = Log ? "log_softmax_backward" : "softmax_backward";
+    autograd::detail::saved<T> sy(out.detach());
+    auto self = std::make_shared<std::weak_ptr<autograd::node>>();
+    out = autograd::detail::record<T>(
+        name, std::move(out), {x}, [sy, self, d, name](const tensor<T>& g) {
+          tensor<T> y = sy.unpack(name);
+          if (y.dim() == 0)  // one element: the output is constant (1, or 0 for log_softmax)
+            return std::vector<tensor<T>>{autograd::detail::zeros_shaped<T>({}, g.device())};
+          if (is_grad_enabled())
+            if (auto fn = self->lock()) y = autograd::detail::set_history(y.detach(), fn, 0);
+          if constexpr (Log)
+            return std::vector<tensor<T>>{tensor<T>(g - ember::exp(y) * ember::sum(g, d, true))};
+          else
+            return std::vector<tensor<T>>{tensor<T>(y * (g - ember::sum(g * y, d, true)))};
+        });
+    *self = out.grad_fn();
+  }
+  return out;
 }
 
-/// x - logsumexp(x) along dim, computed stably.
+}  // namespace detail
+
+/// exp(x) / sum(exp(x)) along dim, computed stably. grad_fn "softmax_backward".
+template <operand E>
+tensor<value_type_t<E>> softmax(const E& e, std::int64_t dim) {
+  return detail::softmax_recorded<false>(detail::materialize(e), dim, "softmax");
+}
+
+/// x - logsumexp(x) along dim, computed stably. grad_fn "log_softmax_backward".
 template <operand E>
 tensor<value_type_t<E>> log_softmax(const E& e, std::int64_t dim) {
-  return detail::softmax_impl<true>(e, dim, "log_softmax");
+  return detail::softmax_recorded<true>(detail::materialize(e), dim, "log_softmax");
 }
 
 namespace nn::functional {
