@@ -296,6 +296,15 @@ constexpr int depth() {
 }
 
 // ---- replay (create_graph) -------------------------------------------------------------------
+/// evaluate() for replayed single operators: the lean loops, then the recorded node.
+template <class E>
+auto replay_eval(const E& e) {
+  auto r = ember::detail::evaluate_raw<E, true>(e);
+  if constexpr (differentiable_v<E>)
+    if (expression_requires_grad(e)) return ember::detail::record_fused(std::move(r), e);
+  return r;
+}
+
 /// A node for a replayed operand: a tensor becomes a leaf, a scalar stays inline.
 template <class X>
 auto as_node(const X& x) {
@@ -319,7 +328,7 @@ auto replay(const E& e) {
     return e.t;
   } else if constexpr (E::leaf_count == 0) {
     if constexpr (requires { e.value; }) return e;  // a scalar stays inline
-    else return ember::detail::evaluate(e);
+    else return ember::detail::evaluate_raw<E, true>(e);
   } else if constexpr (requires { e.c; }) {
     return replay_ternary(e);
   } else if constexpr (requires { e.b; }) {
@@ -331,25 +340,25 @@ auto replay(const E& e) {
 template <class F, class A>
 auto replay_unary(const expr::unary<F, A>& e) {
   auto a = as_node(replay(e.a));
-  return ember::detail::evaluate(expr::unary<F, decltype(a)>(a));
+  return replay_eval(expr::unary<F, decltype(a)>(a));
 }
 template <class V, class A>
 auto replay_unary(const expr::cast<V, A>& e) {
   auto a = as_node(replay(e.a));
-  return ember::detail::evaluate(expr::cast<V, decltype(a)>(a));
+  return replay_eval(expr::cast<V, decltype(a)>(a));
 }
 template <class F, class A, class B, class C>
 auto replay_ternary(const expr::ternary<F, A, B, C>& e) {
   auto a = as_node(replay(e.a));
   auto b = as_node(replay(e.b));
   auto c = as_node(replay(e.c));
-  return ember::detail::evaluate(expr::ternary<F, decltype(a), decltype(b), decltype(c)>(a, b, c));
+  return replay_eval(expr::ternary<F, decltype(a), decltype(b), decltype(c)>(a, b, c));
 }
 template <class F, class A, class B>
 auto replay_binary(const expr::binary<F, A, B>& e) {
   auto a = as_node(replay(e.a));
   auto b = as_node(replay(e.b));
-  return ember::detail::evaluate(expr::binary<F, decltype(a), decltype(b)>(a, b));
+  return replay_eval(expr::binary<F, decltype(a), decltype(b)>(a, b));
 }
 
 // ---- the fused nodes ---------------------------------------------------------------------------
@@ -357,9 +366,9 @@ auto replay_binary(const expr::binary<F, A, B>& e) {
 /// broadcast dims; out_shape is the shape the expression was broadcast to).
 template <bool Record, class T, class G>
 tensor<T> leaf_gradient(const G& g, const shape& out_shape, const shape& leaf_shape) {
-  tensor<T> r;
-  if constexpr (Record) r = ember::detail::evaluate(g);
-  else r = ember::detail::evaluate_raw<G, true>(g);
+  tensor<T> r = ember::detail::evaluate_raw<G, true>(g);
+  if constexpr (Record)
+    if (expression_requires_grad(g)) r = ember::detail::record_fused(std::move(r), g);
   if (r.shape() == leaf_shape) return r;
   if (r.shape() != out_shape) r = r.expand(out_shape);
   return sum_to(r, leaf_shape);

@@ -57,3 +57,14 @@
 namespace ember {
 inline constexpr std::size_t alignment = EMBER_ALIGNMENT;
 }  // namespace ember
+
+// EMBER_NO_AUTOGRAD: materialized expressions and reductions record no autograd node (inference
+// and embedded builds; a whole program must use one setting). Compiles several times faster,
+// since no backward code is instantiated per expression. requires_grad_ still works, but
+// expressions over such tensors then carry no history.
+#if defined(EMBER_NO_AUTOGRAD)
+#define EMBER_AUTOGRAD 0
+#else
+#define EMBER_AUTOGRAD 1
+#endif
+

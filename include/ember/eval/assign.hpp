@@ -260,7 +260,7 @@ template <class E>
 tensor<typename E::value_type> evaluate(const E& e) {
   using T = typename E::value_type;
   tensor<T> out = evaluate_raw(e);
-  if constexpr (is_floating_v<T>)
+  if constexpr (EMBER_AUTOGRAD && is_floating_v<T>)
     if (autograd::detail::expression_requires_grad(e)) return record_fused(std::move(out), e);
   return out;
 }
@@ -276,9 +276,12 @@ void assign(const tensor<T>& dst, const E& e, const char* op) {
   check_devices(e, dst.device(), op);
   check(dst.device().is_cpu(), errc::not_implemented, op, ": elementwise expressions on ",
         dst.device(), " need the CUDA backend");
-  if (is_grad_enabled() && (dst.requires_grad() || autograd::detail::expression_requires_grad(e))) {
-    assign_recorded(dst, e, op);  // Note [Fused backward]: in place, with history
-    return;
+  if constexpr (EMBER_AUTOGRAD) {
+    if (is_grad_enabled() &&
+        (dst.requires_grad() || autograd::detail::expression_requires_grad(e))) {
+      assign_recorded(dst, e, op);  // Note [Fused backward]: in place, with history
+      return;
+    }
   }
   if (aliases(dst, e)) {
     const tensor<T> tmp = evaluate(e);

@@ -476,7 +476,8 @@ tensor<T> prod_backward(const tensor<T>& x, const tensor<T>& out_k, const tensor
 template <class Op, class E>
 tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
   using T = typename E::value_type;
-  if constexpr (!is_floating_v<T> || std::is_same_v<T, half> || std::is_same_v<T, bfloat16>) {
+  if constexpr (!EMBER_AUTOGRAD || !is_floating_v<T> || std::is_same_v<T, half> ||
+                std::is_same_v<T, bfloat16>) {
     return reduce_raw<Op>(e, mask, keepdim);
   } else {
     if (!autograd::detail::expression_requires_grad(e)) return reduce_raw<Op>(e, mask, keepdim);
