@@ -237,6 +237,25 @@ TEST_CASE("the graph is freed with its outputs", "[autograd][lifetime]") {
     fn = h.grad_fn();
   }
   CHECK(fn.expired());
+  // nodes that save their output keep it without its history (no output -> node -> output
+  // cycle), with or without a backward run
+  const auto m = em::from_vector<double>({1, 2, 3, 4}, {2, 2}).requires_grad_();
+  const auto freed = [&](auto make, bool run_backward) {
+    std::weak_ptr<ag::node> w;
+    {
+      em::tensor<double> y = make();
+      w = y.grad_fn();
+      if (run_backward) em::sum(y).backward({}, {.retain_graph = true});
+    }
+    return w.expired();
+  };
+  for (const bool run : {false, true}) {
+    CHECK(freed([&] { return em::prod(m, {1}); }, run));
+    CHECK(freed([&] { return em::amax(m, {0}); }, run));
+    CHECK(freed([&] { return em::softmax(m, 1); }, run));
+    CHECK(freed([&] { return em::log_softmax(m, 0); }, run));
+    CHECK(freed([&] { return em::cumprod(m, 1); }, run));
+  }
 }
 
 namespace {

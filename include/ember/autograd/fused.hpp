@@ -364,11 +364,19 @@ auto replay_binary(const expr::binary<F, A, B>& e) {
 // ---- the fused nodes ---------------------------------------------------------------------------
 /// Evaluates leaf gradient expression g into a tensor shaped like `leaf_shape` (summing over
 /// broadcast dims; out_shape is the shape the expression was broadcast to).
+/// Recorded (create_graph), the gradient expression is replayed one operator at a time rather
+/// than recorded as one fused node of its own type: the derivative types then never get nodes
+/// (whose backward would instantiate their own derivatives, and so on), only the single
+/// operators do, a small set shared by every expression (Note [Fused backward]).
 template <bool Record, class T, class G>
 tensor<T> leaf_gradient(const G& g, const shape& out_shape, const shape& leaf_shape) {
-  tensor<T> r = ember::detail::evaluate_raw<G, true>(g);
-  if constexpr (Record)
-    if (expression_requires_grad(g)) r = ember::detail::record_fused(std::move(r), g);
+  tensor<T> r;
+  if constexpr (Record && G::leaf_count > 0) {
+    if (expression_requires_grad(g)) r = replay(g);
+    else r = ember::detail::evaluate_raw<G, true>(g);
+  } else {
+    r = ember::detail::evaluate_raw<G, true>(g);
+  }
   if (r.shape() == leaf_shape) return r;
   if (r.shape() != out_shape) r = r.expand(out_shape);
   return sum_to(r, leaf_shape);

@@ -495,14 +495,22 @@ tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask,
         no_grad_guard ng;
         out = reduce_raw<Op>(expr::leaf<T>(x), mask, keepdim);
       }
-      autograd::detail::saved<T> sx(x), so(out);
+      // the output is saved detached (holding its own grad_fn would be a reference cycle);
+      // prod's double backward gives it back the node, found through a weak pointer, as
+      // Note [Softmax backward]
+      autograd::detail::saved<T> sx(x), so(out.detach());
       const shape in = x.shape();
       constexpr const char* nm = std::is_same_v<Op, prod_op> ? "prod_backward"
                                  : std::is_same_v<Op, max_op> ? "amax_backward"
                                                               : "amin_backward";
-      return autograd::detail::record<T>(nm, out, {x}, [sx, so, mask, keepdim, in](const tensor<T>& g) {
+      auto self = std::make_shared<std::weak_ptr<autograd::node>>();
+      out = autograd::detail::record<T>(nm, std::move(out), {x}, [sx, so, self, mask, keepdim, in](const tensor<T>& g) {
         const tensor<T>& x = sx.unpack(nm);
-        const tensor<T> o = keep_reduced_dims(so.unpack(nm), in, mask, keepdim);
+        tensor<T> saved_out = so.unpack(nm);
+        if constexpr (std::is_same_v<Op, prod_op>)
+          if (is_grad_enabled())
+            if (auto fn = self->lock()) saved_out = autograd::detail::set_history(saved_out.detach(), fn, 0);
+        const tensor<T> o = keep_reduced_dims(saved_out, in, mask, keepdim);
         const tensor<T> gk = keep_reduced_dims(g, in, mask, keepdim);
         if constexpr (std::is_same_v<Op, prod_op>) {
           return std::vector<tensor<T>>{prod_backward(x, o, gk, mask)};
@@ -517,6 +525,8 @@ tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask,
           return std::vector<tensor<T>>{tensor<T>(hits * (gk / count))};
         }
       });
+      *self = out.grad_fn();
+      return out;
     }
   }
 }
