@@ -18,9 +18,6 @@
 //
 // An output that does not require grad (no backward recorded) is a FAILURE, not a skip.
 //
-// Not covered: the loss families cross_entropy, nll_loss, binary_cross_entropy_with_logits and
-// mse_loss (ember has no loss functions yet; their oracle files are not copied to test/data).
-//
 // Set EMBER_TEST_VERBOSE=1 to print, per family and dtype, the cases that pass and the worst
 // |got - want| / (1 + |want|) of the gradients and of the forward output.
 #include "support/safetensors.hpp"
@@ -373,6 +370,33 @@ built<T> build_case(const std::string& op, const value& args, const std::vector<
     else r.out = F::scaled_dot_product_attention(x, in.at(1), in.at(2), f.get<bool>(p + ".in3"));
     return r;
   }
+  // ---- losses (in0 the input; in1 the target; weights after it)
+  if (op == "mse_loss" || op == "cross_entropy" || op == "nll_loss" ||
+      op == "binary_cross_entropy_with_logits") {
+    const std::string rs = args.at("reduction").as_string();
+    const em::nn::reduction red = rs == "none" ? em::nn::reduction::none
+                                : rs == "sum"  ? em::nn::reduction::sum
+                                               : em::nn::reduction::mean;
+    const bool weighted = args.find("weight") && args.at("weight").as_bool();
+    const std::int64_t ignore = args.find("ignore_index") ? args.at("ignore_index").as_int() : -100;
+    if (op == "mse_loss") {
+      r.out = F::mse_loss(x, in.at(1), {.reduction = red});
+    } else if (op == "binary_cross_entropy_with_logits") {
+      const bool pos = args.find("pos_weight") && args.at("pos_weight").as_bool();
+      r.out = F::binary_cross_entropy_with_logits(
+          x, in.at(1), {.weight = weighted ? in.at(2) : em::tensor<T>(),
+                        .pos_weight = pos ? in.at(2) : em::tensor<T>(), .reduction = red});
+    } else if (op == "nll_loss") {
+      r.out = F::nll_loss(x, ix(1), {.weight = weighted ? in.at(2) : em::tensor<T>(),
+                                     .reduction = red, .ignore_index = ignore});
+    } else {
+      const double smoothing = args.find("label_smoothing") ? args.at("label_smoothing").as_double() : 0.0;
+      r.out = F::cross_entropy(x, ix(1), {.weight = weighted ? in.at(2) : em::tensor<T>(),
+                                          .reduction = red, .ignore_index = ignore,
+                                          .label_smoothing = smoothing});
+    }
+    return r;
+  }
   r.skipped = op;
   return r;
 }
@@ -538,4 +562,9 @@ TEMPLATE_TEST_CASE("oracle backward: matmul and linear match PyTorch's gradients
 TEMPLATE_TEST_CASE("oracle backward: normalization and attention match PyTorch's gradients",
                    "[oracle][autograd]", double, float) {
   run_families<TestType>({"batch_norm", "layer_norm", "scaled_dot_product_attention"});
+}
+
+TEMPLATE_TEST_CASE("oracle backward: losses match PyTorch's values and gradients", "[oracle][autograd]",
+                   double, float) {
+  run_families<TestType>({"mse_loss", "binary_cross_entropy_with_logits", "nll_loss", "cross_entropy"});
 }

@@ -75,7 +75,7 @@ struct edge {
 /// Options of backward() and autograd::grad(). retain_graph defaults to create_graph, as in
 /// PyTorch: { .retain_graph = true } keeps saved tensors for a second backward.
 struct backward_options {
-  std::optional<bool> retain_graph;
+  std::optional<bool> retain_graph = std::nullopt;
   bool create_graph = false;
   /// grad() only: an input the outputs do not depend on gets an undefined gradient instead
   /// of an error.
