@@ -5,6 +5,9 @@
 //   F1  forward + backward of sum(gelu_tanh(a * x + b)), 4M elements,
 //       x requires grad                                             target <= 0.5x libtorch,
 //                                                                   lower peak memory
+//   T1  one SGD step of a 784-256-10 ReLU MLP, batch 64, cross-entropy
+//       (functional layers and a hand-written SGD update on both sides
+//       until ember has nn modules and optimizers)                 target <= 0.7x libtorch
 // Ratios are ember / libtorch in the same run (min and median over interleaved repetitions).
 //   meson setup build-bench -Dbenchmarks=true && ninja -C build-bench bench/autograd
 //   ./build-bench/bench/autograd
@@ -126,6 +129,69 @@ void f1(bool& ok) {
 #endif
 }
 
+void t1(bool& ok) {
+  bench::suite s("T1 SGD step, 784-256-10 ReLU MLP, batch 64, cross-entropy", {.reps = 15, .warmup = 3});
+  em::manual_seed(7);
+  const float lr = 0.01f;
+  auto w1 = (em::randn<float>({256, 784}) * 0.03f).eval().requires_grad_();
+  auto b1 = em::zeros<float>({256}).requires_grad_();
+  auto w2 = (em::randn<float>({10, 256}) * 0.06f).eval().requires_grad_();
+  auto b2 = em::zeros<float>({10}).requires_grad_();
+  const auto x = em::rand<float>({64, 784});
+  std::vector<std::int64_t> labels(64);
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int64_t>(i * 7 % 10);
+  const auto y = em::from_vector<std::int64_t>(labels, {64});
+#if EMBER_BENCH_HAVE_TORCH
+  auto copy = [](const em::tensor<float>& t) {
+    std::vector<std::int64_t> sz(t.shape().begin(), t.shape().end());
+    return torch::from_blob(const_cast<float*>(t.data()), sz).clone();
+  };
+  auto tw1 = copy(w1).requires_grad_(), tb1 = copy(b1).requires_grad_();
+  auto tw2 = copy(w2).requires_grad_(), tb2 = copy(b2).requires_grad_();
+  const auto tx = copy(x);
+  const auto ty = torch::from_blob(labels.data(), {64}, torch::kInt64).clone();
+#endif
+  float ember_loss = 0, torch_loss = 0;
+  s.add("ember", [&] {
+    namespace F = em::nn::functional;
+    const auto h = em::relu(F::linear(x, w1, b1));
+    const auto loss = F::cross_entropy(F::linear(h, w2, b2), y);
+    loss.backward();
+    {
+      em::no_grad_guard ng;
+      for (auto* p : {&w1, &b1, &w2, &b2}) {
+        *p -= lr * p->grad();
+        p->set_grad({});
+      }
+    }
+    ember_loss = loss.item();
+  });
+#if EMBER_BENCH_HAVE_TORCH
+  s.add("torch", [&] {
+    namespace TF = torch::nn::functional;
+    const auto h = torch::relu(TF::linear(tx, tw1, tb1));
+    const auto loss = TF::cross_entropy(TF::linear(h, tw2, tb2), ty);
+    loss.backward();
+    {
+      torch::NoGradGuard ng;
+      for (auto* p : {&tw1, &tb1, &tw2, &tb2}) {
+        *p -= lr * p->grad();
+        p->mutable_grad() = torch::Tensor();
+      }
+    }
+    torch_loss = loss.item<float>();
+  });
+#endif
+  s.run();
+  s.print("torch");
+#if EMBER_BENCH_HAVE_TORCH
+  // both ran the same number of steps from the same weights: the losses agree
+  std::printf("  loss after the runs: ember %.6f, torch %.6f\n", ember_loss, torch_loss);
+  ok &= close(ember_loss, torch_loss, 1e-3);
+#endif
+  (void)ember_loss;
+}
+
 }  // namespace
 
 int main() {
@@ -137,6 +203,7 @@ int main() {
   o1(ok);
   o2(ok);
   f1(ok);
+  t1(ok);
   std::printf("%s\n", ok ? "results agree" : "RESULTS DIFFER");
   return ok ? 0 : 1;
 }

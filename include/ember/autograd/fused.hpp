@@ -5,7 +5,11 @@
 // needed one in a fused pass that recomputes intermediates, summing over broadcast dims. A sum
 // of an expression records one node the same way. For create_graph (double backward) the node
 // replays its expression one operator at a time (tiny nodes with their own fused backward) and
-// differentiates that: the set of node types stays finite however often one differentiates.
+// differentiates that; a tiny node's recorded gradient expression is itself replayed operator
+// by operator. So only single-operator expression types ever get nodes of their own: a small
+// set, shared by every expression of a program, however often one differentiates (compile
+// time: recording each derivative as a node of its own type instantiated a second tower of
+// derivative types per functor; the contract program compiled in 191 s with it, 125 s without).
 #pragma once
 
 #include <ember/autograd/engine.hpp>

@@ -90,10 +90,15 @@ class caching_allocator final : public allocator {
     {
       std::lock_guard lock(mu_);
       ++stats_.allocations;
-      auto it = free_.find(cls);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
+      std::vector<void*>* list = nullptr;
+      if (cls <= small_max) {
+        list = &small_[cls / 64 - 1];
+      } else if (auto it = free_.find(cls); it != free_.end()) {
+        list = &it->second;
+      }
+      if (list && !list->empty()) {
+        void* p = list->back();
+        list->pop_back();
         stats_.cached -= cls;
         ++stats_.cache_hits;
         note_alloc(bytes);
@@ -123,7 +128,7 @@ class caching_allocator final : public allocator {
       stats_.in_use -= bytes;
       if (stats_.cached + cls <= limit_) {
         try {
-          free_[cls].push_back(p);
+          (cls <= small_max ? small_[cls / 64 - 1] : free_[cls]).push_back(p);
           stats_.cached += cls;
           return;
         } catch (...) {  // bookkeeping failed: fall through and release the block
@@ -145,6 +150,8 @@ class caching_allocator final : public allocator {
     {
       std::lock_guard lock(mu_);
       blocks.swap(free_);
+      for (std::size_t i = 0; i < small_.size(); ++i)
+        if (!small_[i].empty()) blocks[(i + 1) * 64].swap(small_[i]);
       for (auto& [cls, v] : blocks) {
         stats_.reserved -= cls * v.size();
         stats_.os_frees += v.size();
@@ -175,7 +182,11 @@ class caching_allocator final : public allocator {
     stats_.peak = std::max(stats_.peak, stats_.in_use);
   }
 
+  // the small classes (64-byte steps up to 512 B: most eager ops on small tensors) in an
+  // array, the rest in a map keyed by class
+  static constexpr std::size_t small_max = 512;
   mutable std::mutex mu_;
+  std::array<std::vector<void*>, small_max / 64> small_;
   std::unordered_map<std::size_t, std::vector<void*>> free_;
   allocator_stats stats_;
   std::size_t limit_;

@@ -143,6 +143,7 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
 
   auto dispatch = [&](auto mode_tag) {
     const std::int64_t total = rows * n;
+    if (total <= elementwise_grain) return process(mode_tag, 0, total);  // one task: no split
     constexpr std::int64_t align = 64;  // task boundaries on whole packets
     parallel_for(0, (total + align - 1) / align, elementwise_grain / align,
                  [&](std::int64_t b, std::int64_t e) {
