@@ -44,6 +44,11 @@
 #include <ember/ops/pool.hpp>
 #include <ember/ops/scan.hpp>
 #include <ember/ops/softmax.hpp>
+#include <ember/optim/adagrad.hpp>
+#include <ember/optim/adam.hpp>
+#include <ember/optim/optimizer.hpp>
+#include <ember/optim/rmsprop.hpp>
+#include <ember/optim/sgd.hpp>
 #include <ember/simd/batch.hpp>
 #include <ember/simd/math.hpp>
 #include <ember/tensor.hpp>
