@@ -393,12 +393,16 @@ void fused_gradients(const E& e, const U& u, const shape& out_shape,
                      const std::vector<char>& needed, variable_list& grads) {
   using T = value_type_t<E>;
   auto gs = backprop(e, u);
-  std::vector<const ember::detail::tensor_impl*> ids;
-  std::vector<shape> shapes;
-  for_each_leaf_node(const_cast<E&>(e), [&](auto& l) {
-    ids.push_back(l.t.impl_ptr().get());
-    shapes.push_back(l.t.shape());
-  });
+  // per leaf position (no heap: eager graphs run this once per node)
+  std::array<const ember::detail::tensor_impl*, E::leaf_count> ids{};
+  std::array<const shape*, E::leaf_count> shapes{};
+  {
+    std::size_t k = 0;
+    for_each_leaf_node(const_cast<E&>(e), [&](auto& l) {
+      ids[k] = l.t.impl_ptr().get();
+      shapes[k++] = &l.t.shape();
+    });
+  }
   [&]<std::size_t... P>(std::index_sequence<P...>) {
     auto one = [&](auto pc, const auto& g) {
       constexpr std::size_t p = decltype(pc)::value;
@@ -407,7 +411,7 @@ void fused_gradients(const E& e, const U& u, const shape& out_shape,
         if (!needed[p]) return;
         using L = value_type_t<G>;
         if constexpr (std::is_same_v<L, T> || differentiable_v<G>) {
-          tensor<L> r = leaf_gradient<Record, L>(g, out_shape, shapes[p]);
+          tensor<L> r = leaf_gradient<Record, L>(g, out_shape, *shapes[p]);
           // positions holding the same tensor share one gradient (summed here)
           std::size_t first = p;
           for (std::size_t q = 0; q < p; ++q)
@@ -435,7 +439,10 @@ void fused_gradients(const E& e, const U& u, const shape& out_shape,
 
 /// Version check of every saved leaf (an in-place change since forward is an error).
 template <class E>
-void check_versions(const E& e, const std::vector<std::uint64_t>& versions, const std::string& op) {
+using leaf_version_array = std::array<std::uint64_t, E::leaf_count>;
+
+template <class E>
+void check_versions(const E& e, const leaf_version_array<E>& versions, const std::string& op) {
   std::size_t k = 0;
   for_each_leaf_node(const_cast<E&>(e), [&](auto& l) {
     const auto v = versions[k++];
@@ -446,9 +453,10 @@ void check_versions(const E& e, const std::vector<std::uint64_t>& versions, cons
 }
 
 template <class E>
-std::vector<std::uint64_t> leaf_versions(const E& e) {
-  std::vector<std::uint64_t> v;
-  for_each_leaf_node(const_cast<E&>(e), [&](auto& l) { v.push_back(l.t.version()); });
+leaf_version_array<E> leaf_versions(const E& e) {
+  leaf_version_array<E> v{};
+  std::size_t k = 0;
+  for_each_leaf_node(const_cast<E&>(e), [&](auto& l) { v[k++] = l.t.version(); });
   return v;
 }
 
@@ -542,7 +550,7 @@ class fused_node final : public node {
 
  private:
   std::optional<E> e_;
-  std::vector<std::uint64_t> versions_;
+  leaf_version_array<E> versions_;
 };
 
 /// The recorded node of sum(e, dims) over an expression: the same derivation with the upstream
@@ -577,7 +585,7 @@ class fused_sum_node final : public node {
 
  private:
   std::optional<E> e_;
-  std::vector<std::uint64_t> versions_;
+  leaf_version_array<E> versions_;
   std::vector<bool> mask_;
   bool keepdim_;
 };
