@@ -2,6 +2,8 @@
 // tensor.hpp: leaves and .grad() accumulation, retain_graph, autograd::grad, grad mode guards,
 // views, in-place rules and version counters, graph lifetime, custom functions, gradcheck.
 // Expected values come from calculus (derivatives written out by hand).
+#include "support/errors.hpp"
+
 #include <ember/ember.hpp>
 
 #include <catch2/catch.hpp>
@@ -14,6 +16,8 @@
 #include <vector>
 
 namespace em = ember;
+using ember_test::error_of;
+using ember_test::message_of;
 namespace ag = ember::autograd;
 
 namespace {
@@ -23,27 +27,6 @@ std::vector<double> vals(const em::tensor<double>& t) {
   const auto c = t.contiguous();
   for (std::int64_t i = 0; i < c.numel(); ++i) v.push_back(c.data()[i]);
   return v;
-}
-
-template <class F>
-em::errc error_of(F&& f) {
-  try {
-    f();
-  } catch (const em::error& e) {
-    return e.category();
-  }
-  FAIL("no ember::error thrown");
-  return em::errc::internal;
-}
-
-template <class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const em::error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 em::tensor<double> vec(std::vector<double> v) {

@@ -1,6 +1,8 @@
 // Tests of include/ember/nn/loss.hpp: values worked out by hand (PyTorch's values for every
 // oracle case are checked in test/oracle/backward.cpp), float64 gradcheck and gradgradcheck of
 // every loss and option, fused recording, and bad inputs.
+#include "support/errors.hpp"
+
 #include <ember/ember.hpp>
 
 #include <catch2/catch.hpp>
@@ -10,6 +12,7 @@
 #include <vector>
 
 namespace em = ember;
+using ember_test::error_of;
 namespace ag = ember::autograd;
 namespace F = ember::nn::functional;
 using tv = std::vector<em::tensor<double>>;
@@ -29,16 +32,6 @@ double item(const em::tensor<double>& t) { return t.contiguous().data()[0]; }
 
 bool check_both(auto f, const tv& in) {
   return ag::gradcheck(f, in, {.raise = true}) && ag::gradgradcheck(f, in, {.raise = true});
-}
-
-em::errc error_of(auto f) {
-  try {
-    f();
-  } catch (const em::error& e) {
-    return e.category();
-  }
-  FAIL("no ember::error thrown");
-  return em::errc::internal;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Tests of include/ember/optim/: the trajectories of torch.optim (test/data/oracle/optim, 5
 // steps of every option set, float64 within 1e-10 and float32 within 1e-5 relative), adagrad
 // against its formula, parameter groups, zero_grad, closures, and bad options.
+#include "support/errors.hpp"
 #include "support/safetensors.hpp"
 
 #include <ember/ember.hpp>
@@ -17,6 +18,7 @@
 #include <vector>
 
 namespace em = ember;
+using ember_test::error_of;
 namespace et = ember_test;
 namespace F = ember::nn::functional;
 using et::json::value;
@@ -37,16 +39,6 @@ double rel_err(const em::tensor<T>& got, const em::tensor<T>& want) {
     worst = std::max(worst, std::abs(static_cast<double>(g.data()[i]) - wi) / (1 + std::abs(wi)));
   }
   return worst;
-}
-
-em::errc error_of(auto f) {
-  try {
-    f();
-  } catch (const em::error& e) {
-    return e.category();
-  }
-  FAIL("no ember::error thrown");
-  return em::errc::internal;
 }
 
 /// The optimizer of an oracle file, from its resolved hyperparameters.

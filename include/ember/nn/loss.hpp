@@ -96,6 +96,28 @@ struct class_targets {
   double total_weight = 0;    // sum of weight: the divisor of the mean
 };
 
+/// Class weights: one value per class, constant (detached).
+template <class T>
+tensor<T> checked_class_weight(const tensor<T>& w, std::int64_t classes, const char* op) {
+  if (!w.defined()) return w;
+  check(w.dim() == 1 && w.shape()[0] == classes, errc::shape, op,
+        ": weight must hold one value per class (shape [", classes, "]), got shape ", w.shape());
+  check(w.device().is_cpu(), errc::not_implemented, op, ": weight on ", w.device());
+  return w.detach();
+}
+
+/// The class weights shaped to broadcast along the class dim of a rank-`rank` input.
+template <class T>
+tensor<T> class_weight_along(const tensor<T>& w, std::int64_t rank, std::int64_t cdim) {
+  shape ws(static_cast<std::size_t>(rank), 1);
+  ws[static_cast<std::size_t>(cdim)] = w.shape()[0];
+  return w.reshape(ws);
+}
+
+inline void check_label_smoothing(double e, const char* op) {
+  check(e >= 0 && e <= 1, errc::value, op, ": label_smoothing must be in [0, 1], got ", e);
+}
+
 template <class T, class I>
 class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target,
                                      const tensor<T>& class_weight, std::int64_t ignore_index,
@@ -115,15 +137,8 @@ class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target
   check(target.shape() == want, errc::shape, op, ": input of shape ", x.shape(),
         " (classes along dim ", r.cdim, ") needs a target of shape ", want, ", got ",
         target.shape());
-  tensor<T> cw;
-  if (class_weight.defined()) {
-    check(class_weight.dim() == 1 && class_weight.shape()[0] == r.classes, errc::shape, op,
-          ": weight must hold one value per class (shape [", r.classes, "]), got shape ",
-          class_weight.shape());
-    check(class_weight.device().is_cpu(), errc::not_implemented, op, ": weight on ",
-          class_weight.device());
-    cw = class_weight.detach().contiguous();
-  }
+  tensor<T> cw = checked_class_weight(class_weight, r.classes, op);
+  if (cw.defined()) cw = cw.contiguous();
   const tensor<I> t = target.contiguous();
   r.safe = make_tensor<std::int64_t>(want);
   r.weight = make_tensor<T>(want);
@@ -262,8 +277,7 @@ tensor<value_type_t<E>> cross_entropy(
   using T = value_type_t<E>;
   static_assert(std::is_floating_point_v<T>, "ember: cross_entropy needs float or double logits");
   constexpr const char* op = "cross_entropy";
-  detail::check(o.label_smoothing >= 0 && o.label_smoothing <= 1, errc::value, op,
-        ": label_smoothing must be in [0, 1], got ", o.label_smoothing);
+  detail::check_label_smoothing(o.label_smoothing, op);
   const tensor<T> x = detail::materialize(logits);
   const auto ct = detail::check_class_targets(x, target, o.weight, o.ignore_index, op);
   const tensor<T> logp = ember::log_softmax(x, ct.cdim);
@@ -272,13 +286,12 @@ tensor<value_type_t<E>> cross_entropy(
   // the smoothing term: -sum over classes of (w_c *) logp, zero where the target is ignored
   tensor<T> per_class;
   if (o.weight.defined()) {
-    shape ws(static_cast<std::size_t>(x.dim()), 1);
-    ws[static_cast<std::size_t>(ct.cdim)] = ct.classes;
-    per_class = ember::sum(logp * o.weight.detach().reshape(ws), ct.cdim);
+    per_class = ember::sum(logp * detail::class_weight_along(o.weight.detach(), x.dim(), ct.cdim),
+                           ct.cdim);
   } else {
     per_class = ember::sum(logp, ct.cdim);
   }
-  const tensor<T> kept = ember::cast<T>(ct.weight != T(0)) ;
+  const tensor<T> kept = ember::cast<T>(ct.weight != T(0));
   const T eps = static_cast<T>(o.label_smoothing), scale = eps / static_cast<T>(ct.classes);
   switch (o.reduction) {
     case nn::reduction::none:
@@ -301,8 +314,7 @@ tensor<value_type_t<E>> cross_entropy(
   using T = value_type_t<E>;
   static_assert(std::is_floating_point_v<T>, "ember: cross_entropy needs float or double logits");
   constexpr const char* op = "cross_entropy";
-  detail::check(o.label_smoothing >= 0 && o.label_smoothing <= 1, errc::value, op,
-        ": label_smoothing must be in [0, 1], got ", o.label_smoothing);
+  detail::check_label_smoothing(o.label_smoothing, op);
   const tensor<T> x = detail::materialize(logits);
   detail::check(x.dim() >= 1, errc::shape, op, ": input must have a class dim, got shape ", x.shape());
   detail::check(probs.shape() == x.shape(), errc::shape, op, ": probability targets must have the input's shape ",
@@ -312,14 +324,9 @@ tensor<value_type_t<E>> cross_entropy(
   const tensor<T> logp = ember::log_softmax(x, cdim);
   const T eps = static_cast<T>(o.label_smoothing);
   tensor<T> per;
-  if (o.weight.defined()) {
-    detail::check(o.weight.dim() == 1 && o.weight.shape()[0] == classes, errc::shape, op,
-          ": weight must hold one value per class (shape [", classes, "]), got shape ",
-          o.weight.shape());
-    shape ws(static_cast<std::size_t>(x.dim()), 1);
-    ws[static_cast<std::size_t>(cdim)] = classes;
+  if (const tensor<T> w = detail::checked_class_weight(o.weight, classes, op); w.defined()) {
     per = ember::sum(logp * (probs * (T(1) - eps) + eps / static_cast<T>(classes)) *
-                         o.weight.detach().reshape(ws), cdim);
+                         detail::class_weight_along(w, x.dim(), cdim), cdim);
   } else {
     per = ember::sum(logp * (probs * (T(1) - eps) + eps / static_cast<T>(classes)), cdim);
   }
