@@ -26,6 +26,7 @@
 #include <ember/expr/operators.hpp>
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
+#include <ember/any_tensor.hpp>
 #include <ember/autograd/engine.hpp>
 #include <ember/autograd/function.hpp>
 #include <ember/autograd/fused.hpp>
@@ -51,4 +52,5 @@
 #include <ember/optim/sgd.hpp>
 #include <ember/simd/batch.hpp>
 #include <ember/simd/math.hpp>
+#include <ember/state_dict.hpp>
 #include <ember/tensor.hpp>
