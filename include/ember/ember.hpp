@@ -32,6 +32,7 @@
 #include <ember/autograd/fused.hpp>
 #include <ember/autograd/gradcheck.hpp>
 #include <ember/autograd/meta.hpp>
+#include <ember/io/atomic_file.hpp>
 #include <ember/io/print.hpp>
 #include <ember/nn/loss.hpp>
 #include <ember/ops/attention.hpp>
