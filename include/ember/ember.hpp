@@ -1,6 +1,13 @@
 // The umbrella header: includes every public ember header, nothing else.
 #pragma once
 
+
+#include <ember/any_tensor.hpp>
+#include <ember/autograd/engine.hpp>
+#include <ember/autograd/function.hpp>
+#include <ember/autograd/fused.hpp>
+#include <ember/autograd/gradcheck.hpp>
+#include <ember/autograd/meta.hpp>
 #include <ember/core/allocator.hpp>
 #include <ember/core/config.hpp>
 #include <ember/core/device.hpp>
@@ -26,15 +33,19 @@
 #include <ember/expr/operators.hpp>
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
-#include <ember/any_tensor.hpp>
-#include <ember/autograd/engine.hpp>
-#include <ember/autograd/function.hpp>
-#include <ember/autograd/fused.hpp>
-#include <ember/autograd/gradcheck.hpp>
-#include <ember/autograd/meta.hpp>
 #include <ember/io/atomic_file.hpp>
 #include <ember/io/print.hpp>
+#include <ember/nn/activation.hpp>
+#include <ember/nn/container.hpp>
+#include <ember/nn/conv.hpp>
+#include <ember/nn/dropout.hpp>
+#include <ember/nn/init.hpp>
+#include <ember/nn/linear.hpp>
 #include <ember/nn/loss.hpp>
+#include <ember/nn/module.hpp>
+#include <ember/nn/normalization.hpp>
+#include <ember/nn/pooling.hpp>
+#include <ember/nn/repr.hpp>
 #include <ember/ops/attention.hpp>
 #include <ember/ops/conv.hpp>
 #include <ember/ops/dropout.hpp>

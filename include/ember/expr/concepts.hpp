@@ -36,8 +36,14 @@ inline constexpr bool is_expression_v =
 template <class E>
 concept expression = is_expression_v<E>;
 
+/// tensor<T>, or a class derived from it (nn::buffer<T>): it stands in expressions as a leaf.
+namespace detail {
 template <class X>
-struct is_tensor : std::false_type {};
+concept derived_from_tensor =
+    requires { typename X::value_type; } && std::is_base_of_v<tensor<typename X::value_type>, X>;
+}  // namespace detail
+template <class X>
+struct is_tensor : std::bool_constant<detail::derived_from_tensor<X>> {};
 template <class T>
 struct is_tensor<tensor<T>> : std::true_type {};
 template <class X>
