@@ -1,7 +1,6 @@
 // The umbrella header: includes every public ember header, nothing else.
 #pragma once
 
-
 #include <ember/any_tensor.hpp>
 #include <ember/autograd/engine.hpp>
 #include <ember/autograd/function.hpp>
@@ -34,8 +33,15 @@
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
 #include <ember/io/atomic_file.hpp>
+#include <ember/io/json.hpp>
+#include <ember/io/pickle.hpp>
 #include <ember/io/print.hpp>
+#include <ember/io/pt.hpp>
+#include <ember/io/safetensors.hpp>
+#include <ember/io/save.hpp>
+#include <ember/io/zip.hpp>
 #include <ember/nn/activation.hpp>
+#include <ember/nn/attention.hpp>
 #include <ember/nn/container.hpp>
 #include <ember/nn/conv.hpp>
 #include <ember/nn/dropout.hpp>

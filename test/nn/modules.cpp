@@ -395,3 +395,92 @@ TEST_CASE("default initialization follows PyTorch's bounds and statistics", "[nn
   CHECK(error_of([&] { nn::init::xavier_uniform_(v); }) == em::errc::shape);
   CHECK(error_of([&] { nn::init::uniform_(v, 1.0, 0.0); }) == em::errc::value);
 }
+
+namespace {
+
+/// attn<I>: a multihead_attention or transformer_encoder_layer case (float64, train mode).
+template <class M, class M32, class Run>
+void check_attention(int i, M& m, const M32& m32, const std::vector<std::string>& inputs, Run run) {
+  const std::string p = "attn" + std::to_string(i) + ".";
+  const auto meta = ember_test::json::parse(cases().meta("attn" + std::to_string(i)));
+  INFO("attention case " << i << ": " << meta.at("module").as_string());
+  REQUIRE_NOTHROW(m.load_state_dict(stored_state(p + "sd.")));
+  std::vector<std::string> want_keys;
+  for (const auto& k : meta.at("keys").arr) want_keys.push_back(k.as_string());
+  CHECK(m.state_dict().keys() == want_keys);
+  CHECK(m32.repr() == meta.at("repr").as_string());
+  m.train();
+
+  em::nn::attention_forward_options<double> fo;
+  if (cases().contains(p + "attn_mask")) fo.attn_mask = cases().get<bool>(p + "attn_mask");
+  if (cases().contains(p + "attn_bias")) fo.attn_bias = cases().get<double>(p + "attn_bias");
+  if (cases().contains(p + "key_padding_mask")) fo.key_padding_mask = cases().get<bool>(p + "key_padding_mask");
+  std::vector<em::tensor<double>> xs;
+  for (const auto& name : inputs) xs.push_back(cases().get<double>(p + name).requires_grad_());
+  const em::tensor<double> out = run(m, xs, fo);
+  CHECK(worst_error(out, cases().get<double>(p + "out")) < 1e-10);
+
+  auto named = m.named_parameters();
+  std::vector<em::tensor<double>> wrt;
+  for (auto& [name, t] : named) wrt.push_back(t);
+  for (auto& x : xs) wrt.push_back(x);
+  auto grads = em::autograd::grad({em::sum(out * cases().get<double>(p + "upstream"))}, wrt);
+  for (std::size_t k = 0; k < named.size(); ++k) {
+    INFO("gradient of " << named[k].first);
+    CHECK(worst_error(grads[k], cases().get<double>(p + "grad." + named[k].first)) < 1e-10);
+  }
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    INFO("gradient of " << inputs[k]);
+    CHECK(worst_error(grads[named.size() + k], cases().get<double>(p + "grad_" + inputs[k])) < 1e-10);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("multihead_attention and transformer_encoder_layer match PyTorch", "[nn]") {
+  REQUIRE(cases().meta("num_attn_cases") == "6");
+  using mha = nn::basic_multihead_attention<double>;
+  auto attend = [](const std::string& p) {
+    return [p](mha& m, const std::vector<em::tensor<double>>& x, const em::nn::attention_forward_options<double>& fo) {
+      auto [out, w] = m(x[0], x[1], x[2], fo);
+      CHECK(worst_error(w, cases().get<double>(p + "weights")) < 1e-10);
+      return out;
+    };
+  };
+  const std::vector<std::string> qkv{"query", "key", "value"};
+  const std::vector<nn::multihead_attention_options> opts{
+      {.embed_dim = 8, .num_heads = 2},
+      {.embed_dim = 8, .num_heads = 4, .batch_first = true},
+      {.embed_dim = 6, .num_heads = 3, .bias = false, .batch_first = true},
+      {.embed_dim = 4, .num_heads = 1}};
+  for (int i = 0; i < 4; ++i) {
+    mha m(opts[i]);
+    nn::multihead_attention m32(opts[i]);
+    auto run = attend("attn" + std::to_string(i) + ".");
+    if (i == 2)
+      check_attention(i, m, m32, qkv, [&](mha& mm, const auto& x, auto fo) {
+        fo.average_attn_weights = false;
+        return run(mm, x, fo);
+      });
+    else
+      check_attention(i, m, m32, qkv, run);
+  }
+  using enc = nn::basic_transformer_encoder_layer<double>;
+  const std::vector<nn::transformer_encoder_layer_options> eopts{
+      {.d_model = 8, .nhead = 2, .dim_feedforward = 16, .dropout = 0.0},
+      {.d_model = 8, .nhead = 4, .dim_feedforward = 12, .dropout = 0.0, .activation = "gelu",
+       .batch_first = true, .norm_first = true}};
+  for (int i = 0; i < 2; ++i) {
+    enc m(eopts[i]);
+    nn::transformer_encoder_layer m32(eopts[i]);
+    check_attention(4 + i, m, m32, {"src"}, [](enc& mm, const auto& x, const auto& fo) { return mm(x[0], fo); });
+  }
+  // bad shapes and options name the values
+  nn::multihead_attention a({.embed_dim = 8, .num_heads = 2});
+  CHECK(error_of([&] { (void)a(em::randn<float>({5, 3, 6}), em::randn<float>({5, 3, 6}), em::randn<float>({5, 3, 6})); }) ==
+        em::errc::shape);
+  CHECK(error_of([] { nn::multihead_attention({.embed_dim = 6, .num_heads = 4}); }) == em::errc::value);
+  em::nn::attention_forward_options<float> bad_mask{.attn_mask = em::zeros<bool>({2, 2})};
+  auto x = em::randn<float>({5, 3, 8});
+  CHECK(error_of([&] { (void)a(x, x, x, bad_mask); }) == em::errc::shape);
+}

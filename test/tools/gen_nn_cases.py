@@ -60,6 +60,96 @@ def cases():
         nn.Softmax(1), nn.Dropout(0.3), nn.GELU()), (2, 2, 9, 9)
 
 
+def attention_cases(rng, tensors, meta):
+    """attn<I>.*: multihead attention and encoder layers (float64, train mode, dropout 0).
+    attn<I>.sd.<key>, .query/.key/.value (or .src), masks (.attn_mask bool: True = masked,
+    .attn_bias float, .key_padding_mask bool), .out, .weights, .upstream (for out),
+    .grad.<param>, .grad_query/.grad_key/.grad_value (.grad_src)."""
+    specs = [
+        ("mha_seq_first", dict(E=8, H=2, batch_first=False), (5, 3), 4, {}),
+        ("mha_batch_first_masks", dict(E=8, H=4, batch_first=True), (3, 5), 6,
+         {"attn_mask": True, "key_padding_mask": True}),
+        ("mha_bias_per_head_unaveraged", dict(E=6, H=3, batch_first=True, bias=False), (2, 4), 4,
+         {"attn_bias": True, "average": False}),
+        ("mha_unbatched", dict(E=4, H=1, batch_first=False), (5,), 3, {}),
+        ("encoder_post_norm", dict(d=8, nhead=2, ff=16, norm_first=False, act="relu", batch_first=False), (5, 3), None, {}),
+        ("encoder_pre_norm_gelu", dict(d=8, nhead=4, ff=12, norm_first=True, act="gelu", batch_first=True), (2, 6), None,
+         {"key_padding_mask": True}),
+    ]
+    count = 0
+    for i, (name, a, lead, S, extra) in enumerate(specs):
+        torch.manual_seed(100 + i)
+        if name.startswith("mha"):
+            m32 = nn.MultiheadAttention(a["E"], a["H"], bias=a.get("bias", True), batch_first=a["batch_first"])
+            m = nn.MultiheadAttention(a["E"], a["H"], bias=a.get("bias", True), batch_first=a["batch_first"]).double()
+            E = a["E"]
+        else:
+            kw = dict(dim_feedforward=a["ff"], dropout=0.0, activation=a["act"], batch_first=a["batch_first"],
+                      norm_first=a["norm_first"])
+            m32 = nn.TransformerEncoderLayer(a["d"], a["nhead"], **kw)
+            m = nn.TransformerEncoderLayer(a["d"], a["nhead"], **kw).double()
+            E = a["d"]
+        with torch.no_grad():
+            for k, v in m.state_dict().items():
+                v.copy_(torch.from_numpy(rng.standard_normal(v.shape) * 0.5))
+        m.train()
+        p = f"attn{count}."
+        for k, v in m.state_dict().items():
+            tensors[p + "sd." + k] = v.clone().numpy()
+        L = lead[0] if (a.get("batch_first") is False or len(lead) == 1) else lead[1]
+        N = None if len(lead) == 1 else (lead[1] if not a.get("batch_first") else lead[0])
+        def shaped(length):
+            if N is None:
+                return (length, E)
+            return (N, length, E) if a["batch_first"] else (length, N, E)
+        params = dict(m.named_parameters())
+        if name.startswith("mha"):
+            q = torch.from_numpy(rng.standard_normal(shaped(L))).requires_grad_()
+            k = torch.from_numpy(rng.standard_normal(shaped(S))).requires_grad_()
+            v = torch.from_numpy(rng.standard_normal(shaped(S))).requires_grad_()
+            kwargs = {"average_attn_weights": extra.get("average", True)}
+            if extra.get("attn_mask"):
+                am = torch.from_numpy(rng.random((L, S)) < 0.3)
+                am[:, 0] = False
+                kwargs["attn_mask"] = am
+                tensors[p + "attn_mask"] = am.numpy()
+            if extra.get("attn_bias"):
+                ab = torch.from_numpy(rng.standard_normal((N * a["H"], L, S)))
+                kwargs["attn_mask"] = ab
+                tensors[p + "attn_bias"] = ab.numpy()
+            if extra.get("key_padding_mask"):
+                kp = torch.from_numpy(rng.random((N, S)) < 0.3)
+                kp[:, 1] = False
+                kwargs["key_padding_mask"] = kp
+                tensors[p + "key_padding_mask"] = kp.numpy()
+            out, w = m(q, k, v, **kwargs)
+            inputs = {"query": q, "key": k, "value": v}
+            tensors[p + "weights"] = w.detach().numpy()
+        else:
+            src = torch.from_numpy(rng.standard_normal(shaped(L))).requires_grad_()
+            kwargs = {}
+            if extra.get("key_padding_mask"):
+                kp = torch.from_numpy(rng.random((N, L)) < 0.3)
+                kp[:, 0] = False
+                kwargs["src_key_padding_mask"] = kp
+                tensors[p + "key_padding_mask"] = kp.numpy()
+            out = m(src, **kwargs)
+            inputs = {"src": src}
+        up = torch.from_numpy(rng.standard_normal(tuple(out.shape)))
+        grads = torch.autograd.grad((out * up).sum(), list(params.values()) + list(inputs.values()))
+        for kname, t in inputs.items():
+            tensors[p + kname] = t.detach().numpy()
+        tensors[p + "out"] = out.detach().numpy()
+        tensors[p + "upstream"] = up.numpy()
+        for (kname, _), g in zip(params.items(), grads):
+            tensors[p + "grad." + kname] = g.numpy()
+        for kname, g in zip(inputs, grads[len(params):]):
+            tensors[p + "grad_" + kname] = g.numpy()
+        meta[f"attn{count}"] = json.dumps({"module": name, "repr": repr(m32), "keys": list(m.state_dict().keys())})
+        count += 1
+    meta["num_attn_cases"] = str(count)
+
+
 def main():
     rng = np.random.default_rng(zlib.crc32(b"ember-nn-modules"))
     tensors, meta = {}, {}
@@ -108,6 +198,7 @@ def main():
                                      "keys": list(sd.keys())})
         n += 1
     meta["num_cases"] = str(n)
+    attention_cases(rng, tensors, meta)
     meta["torch_version"] = torch.__version__
     out_path = os.path.join(HERE, "..", "data", "nn", "modules.safetensors")
     safetensors_io.save_file(tensors, out_path, metadata=meta)

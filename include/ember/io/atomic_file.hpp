@@ -23,7 +23,7 @@ class file_writer {
   file_writer(std::FILE* f, std::string path) : f_(f), path_(std::move(path)) {}
   void write(const void* data, std::size_t n) {
     if (n == 0) return;
-    detail::check(std::fwrite(data, 1, n, f_) == n, errc::io, "save: writing ", n,
+    ember::detail::check(std::fwrite(data, 1, n, f_) == n, errc::io, "save: writing ", n,
                   " bytes to '", path_, "' failed: ", std::strerror(errno));
     written_ += n;
   }
@@ -41,16 +41,16 @@ class file_writer {
 /// file is removed, `path` keeps its previous content, and an ember::error (io) is thrown.
 ///   em::io::atomic_write("w.bin", [&](em::io::file_writer& w) { w.write(buf, n); });
 inline void atomic_write(const std::string& path, const std::function<void(file_writer&)>& fill) {
-  detail::check(!path.empty(), errc::io, "save: empty file path");
+  ember::detail::check(!path.empty(), errc::io, "save: empty file path");
   std::random_device rd;
   const std::string tmp = path + ".tmp-" + std::to_string(rd()) + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wbx");
-  detail::check(f != nullptr, errc::io, "save: cannot create '", tmp, "' (for '", path,
+  ember::detail::check(f != nullptr, errc::io, "save: cannot create '", tmp, "' (for '", path,
                 "'): ", std::strerror(errno));
   auto fail = [&](const std::string& why) {
     std::fclose(f);
     std::remove(tmp.c_str());
-    detail::raise(errc::io, "save: '" + path + "' not written (previous file kept): " + why);
+    ember::detail::raise(errc::io, "save: '" + path + "' not written (previous file kept): " + why);
   };
   try {
     file_writer w(f, tmp);
@@ -63,12 +63,12 @@ inline void atomic_write(const std::string& path, const std::function<void(file_
   if (std::fflush(f) != 0 || ::fsync(::fileno(f)) != 0) fail(std::strerror(errno));
   if (std::fclose(f) != 0) {
     std::remove(tmp.c_str());
-    detail::raise(errc::io, "save: closing '" + tmp + "' failed: " + std::strerror(errno));
+    ember::detail::raise(errc::io, "save: closing '" + tmp + "' failed: " + std::strerror(errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
-    detail::raise(errc::io, "save: cannot rename '" + tmp + "' to '" + path + "': " + why);
+    ember::detail::raise(errc::io, "save: cannot rename '" + tmp + "' to '" + path + "': " + why);
   }
 }
 
