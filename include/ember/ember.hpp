@@ -48,10 +48,12 @@
 #include <ember/nn/init.hpp>
 #include <ember/nn/linear.hpp>
 #include <ember/nn/loss.hpp>
+#include <ember/nn/loss_modules.hpp>
 #include <ember/nn/module.hpp>
 #include <ember/nn/normalization.hpp>
 #include <ember/nn/pooling.hpp>
 #include <ember/nn/repr.hpp>
+#include <ember/nn/utils/clip_grad.hpp>
 #include <ember/ops/attention.hpp>
 #include <ember/ops/conv.hpp>
 #include <ember/ops/dropout.hpp>
@@ -65,7 +67,10 @@
 #include <ember/ops/softmax.hpp>
 #include <ember/optim/adagrad.hpp>
 #include <ember/optim/adam.hpp>
+#include <ember/optim/lr_scheduler.hpp>
+#include <ember/optim/one_cycle_lr.hpp>
 #include <ember/optim/optimizer.hpp>
+#include <ember/optim/reduce_lr_on_plateau.hpp>
 #include <ember/optim/rmsprop.hpp>
 #include <ember/optim/sgd.hpp>
 #include <ember/simd/batch.hpp>

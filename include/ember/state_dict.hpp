@@ -37,8 +37,13 @@ class state_dict {
       items_[it->second].second = std::move(t);
       return;
     }
-    index_.emplace(name, items_.size());
-    items_.emplace_back(std::move(name), std::move(t));
+    items_.emplace_back(name, std::move(t));
+    try {
+      index_.emplace(std::move(name), items_.size() - 1);
+    } catch (...) {
+      items_.pop_back();
+      throw;
+    }
   }
   bool contains(std::string_view name) const { return index_.count(std::string(name)) != 0; }
   /// The tensor under `name`, or nullptr.

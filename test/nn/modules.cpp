@@ -484,3 +484,85 @@ TEST_CASE("multihead_attention and transformer_encoder_layer match PyTorch", "[n
   auto x = em::randn<float>({5, 3, 8});
   CHECK(error_of([&] { (void)a(x, x, x, bad_mask); }) == em::errc::shape);
 }
+
+namespace {
+
+struct tied : nn::module<tied> {
+  BOOST_HANA_DEFINE_STRUCT(tied, (nn::embedding, wte), (nn::linear, head));
+  tied() : wte(10, 4), head(4, 10, false) { head.weight = wte.weight; }  // weight tying
+  em::tensor<float> forward(const em::tensor<std::int64_t>& ix) { return head(wte(ix)); }
+};
+
+struct frozen_norm : nn::module<frozen_norm> {
+  BOOST_HANA_DEFINE_STRUCT(frozen_norm, (nn::linear, fc), (nn::batch_norm1d, bn));
+  frozen_norm() : fc(4, 4), bn(4) {}
+  void train(bool on = true) override {
+    nn::module<frozen_norm>::train(on);
+    bn.eval();  // the user's override runs even when a parent switches modes
+  }
+  em::tensor<float> forward(const em::tensor<float>& x) { return bn(fc(x)); }
+};
+
+struct registers : nn::module<registers> {
+  BOOST_HANA_DEFINE_STRUCT(registers, (nn::linear, fc));
+  registers() : fc(2, 2) { register_parameter("scale", em::ones<float>({2}).requires_grad_()); }
+  void add(const std::string& name) { register_buffer(name, em::zeros<float>({1})); }
+  em::tensor<float> forward(const em::tensor<float>& x) { return fc(x); }
+};
+
+}  // namespace
+
+TEST_CASE("PyTorch details: tied weights, nesting, old checkpoints, train overrides, names", "[nn]") {
+  // tied weights: listed once as parameters, under both names in the state_dict (as PyTorch)
+  tied t;
+  CHECK(names_of(t.named_parameters()) == std::vector<std::string>{"wte.weight"});
+  CHECK(t.state_dict().keys() == std::vector<std::string>{"wte.weight", "head.weight"});
+  tied u;
+  u.load_state_dict(t.state_dict());
+  CHECK(u.head.weight.is_same(u.wte.weight));
+  CHECK(em::amax(em::abs(u.wte.weight - t.wte.weight)).item() == 0.f);
+
+  // a sequential nests as the first entry of another, keys "0.0.weight" as torch
+  nn::sequential inner(nn::linear(3, 3), nn::relu());
+  nn::sequential outer(inner, nn::linear(3, 1));
+  CHECK(outer.state_dict().keys() ==
+        std::vector<std::string>{"0.0.weight", "0.0.bias", "1.weight", "1.bias"});
+
+  // checkpoints without num_batches_tracked load (the counter restarts at 0), as in PyTorch
+  nn::sequential a(nn::linear(3, 4), nn::batch_norm1d(4));
+  (void)a(em::randn<float>({5, 3}));
+  em::state_dict old = a.state_dict();
+  old.erase("1.num_batches_tracked");
+  nn::sequential b(nn::linear(3, 4), nn::batch_norm1d(4));
+  (void)b(em::randn<float>({5, 3}));
+  b.load_state_dict(old);
+  CHECK(b.at<nn::batch_norm1d>(1).num_batches_tracked.item() == 0);
+
+  // train() is virtual and recursive: overrides in children run
+  nn::sequential host{frozen_norm(), nn::relu()};
+  host.train();
+  CHECK(host.at<frozen_norm>(0).fc.is_training());
+  CHECK(!host.at<frozen_norm>(0).bn.is_training());
+
+  // registered names are checked; extra_repr and children print as PyTorch
+  registers r;
+  CHECK(names_of(r.named_parameters()) == std::vector<std::string>{"scale", "fc.weight", "fc.bias"});
+  CHECK(error_of([&] { r.add("scale"); }) == em::errc::value);
+  CHECK(error_of([&] { r.add("fc"); }) == em::errc::value);
+  CHECK(error_of([&] { r.add("a.b"); }) == em::errc::value);
+  r.add("count");
+  CHECK(names_of(r.named_buffers()) == std::vector<std::string>{"count"});
+  CHECK(nn::elu(10.0).repr() == "ELU(alpha=10.0)");
+  CHECK(nn::leaky_relu(1e-5).repr() == "LeakyReLU(negative_slope=1e-05)");
+  nn::multihead_attention mha({.embed_dim = 4, .num_heads = 2});
+  CHECK(mha.repr() ==
+        "MultiheadAttention(\n  (out_proj): NonDynamicallyQuantizableLinear(in_features=4, "
+        "out_features=4, bias=True)\n)");
+
+  // initializers write through views
+  nn::embedding e(5, 3);
+  nn::init::constant_(e.weight.select(0, 2), 7.0);
+  CHECK(e.weight.at({2, 1}) == 7.f);
+  auto none = em::empty<float>({0, 3});
+  CHECK_NOTHROW(nn::init::kaiming_uniform_(none));
+}

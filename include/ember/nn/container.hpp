@@ -60,7 +60,7 @@ class basic_sequential : public module<basic_sequential<T>, T> {
  public:
   basic_sequential() = default;
   template <class First, class... Rest>
-    requires(!std::is_same_v<std::remove_cvref_t<First>, basic_sequential>)
+    requires(sizeof...(Rest) > 0 || !std::is_same_v<std::remove_cvref_t<First>, basic_sequential>)
   explicit basic_sequential(First&& first, Rest&&... rest) {
     push_back(std::forward<First>(first));
     (push_back(std::forward<Rest>(rest)), ...);
@@ -124,7 +124,7 @@ class basic_module_list : public module<basic_module_list<T>, T> {
  public:
   basic_module_list() = default;
   template <detail::module_type First, detail::module_type... Rest>
-    requires(!std::is_same_v<std::remove_cvref_t<First>, basic_module_list>)
+    requires(sizeof...(Rest) > 0 || !std::is_same_v<std::remove_cvref_t<First>, basic_module_list>)
   explicit basic_module_list(First&& first, Rest&&... rest) {
     push_back(std::forward<First>(first));
     (push_back(std::forward<Rest>(rest)), ...);

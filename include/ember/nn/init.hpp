@@ -62,44 +62,47 @@ void check_float(const tensor<T>& t, const char* op) {
 /// Fills t with U(a, b) from `gen` (the global generator by default):
 ///   em::nn::init::uniform_(w, -0.1, 0.1);
 template <class T>
-tensor<T>& uniform_(tensor<T>& t, double a = 0.0, double b = 1.0, generator& gen = default_generator()) {
+const tensor<T>& uniform_(const tensor<T>& t, double a = 0.0, double b = 1.0, generator& gen = default_generator()) {
   detail::check_float(t, "uniform_");
   ember::detail::check(a <= b, errc::value, "init::uniform_: a = ", a, " > b = ", b);
   no_grad_guard ng;
-  t.copy_(rand<T>(t.shape(), gen) * static_cast<T>(b - a) + static_cast<T>(a));
+  tensor<T> h = t;  // a handle: writes reach t's storage (t may be a view, e.g. w.select(0, i))
+  h.copy_((rand<T>(t.shape(), gen) * static_cast<T>(b - a) + static_cast<T>(a)).eval().to(t.device()));
   return t;
 }
 
 /// Fills t with N(mean, std^2).
 template <class T>
-tensor<T>& normal_(tensor<T>& t, double mean = 0.0, double std = 1.0,
+const tensor<T>& normal_(const tensor<T>& t, double mean = 0.0, double std = 1.0,
                    generator& gen = default_generator()) {
   detail::check_float(t, "normal_");
   ember::detail::check(std >= 0, errc::value, "init::normal_: std must be >= 0, got ", std);
   no_grad_guard ng;
-  t.copy_(randn<T>(t.shape(), gen) * static_cast<T>(std) + static_cast<T>(mean));
+  tensor<T> h = t;
+  h.copy_((randn<T>(t.shape(), gen) * static_cast<T>(std) + static_cast<T>(mean)).eval().to(t.device()));
   return t;
 }
 
 template <class T>
-tensor<T>& constant_(tensor<T>& t, double value) {
+const tensor<T>& constant_(const tensor<T>& t, double value) {
   detail::check_float(t, "constant_");
   no_grad_guard ng;
-  t.fill_(static_cast<T>(value));
+  tensor<T> h = t;
+  h.fill_(static_cast<T>(value));
   return t;
 }
 template <class T>
-tensor<T>& zeros_(tensor<T>& t) {
+const tensor<T>& zeros_(const tensor<T>& t) {
   return constant_(t, 0.0);
 }
 template <class T>
-tensor<T>& ones_(tensor<T>& t) {
+const tensor<T>& ones_(const tensor<T>& t) {
   return constant_(t, 1.0);
 }
 
 /// Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)).
 template <class T>
-tensor<T>& xavier_uniform_(tensor<T>& t, double gain = 1.0, generator& gen = default_generator()) {
+const tensor<T>& xavier_uniform_(const tensor<T>& t, double gain = 1.0, generator& gen = default_generator()) {
   detail::check_float(t, "xavier_uniform_");
   const auto [fan_in, fan_out] = calculate_fan_in_and_fan_out(t);
   const double bound = gain * std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
@@ -107,7 +110,7 @@ tensor<T>& xavier_uniform_(tensor<T>& t, double gain = 1.0, generator& gen = def
 }
 /// Glorot normal: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)).
 template <class T>
-tensor<T>& xavier_normal_(tensor<T>& t, double gain = 1.0, generator& gen = default_generator()) {
+const tensor<T>& xavier_normal_(const tensor<T>& t, double gain = 1.0, generator& gen = default_generator()) {
   detail::check_float(t, "xavier_normal_");
   const auto [fan_in, fan_out] = calculate_fan_in_and_fan_out(t);
   return normal_(t, 0.0, gain * std::sqrt(2.0 / static_cast<double>(fan_in + fan_out)), gen);
@@ -133,17 +136,19 @@ double kaiming_std(const tensor<T>& t, const kaiming_options& o) {
 /// He uniform: U(-b, b), b = gain * sqrt(3 / fan). Linear and conv layers use a = sqrt(5),
 /// which gives b = 1 / sqrt(fan_in):  em::nn::init::kaiming_uniform_(w, {.a = std::sqrt(5.0)});
 template <class T>
-tensor<T>& kaiming_uniform_(tensor<T>& t, const kaiming_options& o = {},
+const tensor<T>& kaiming_uniform_(const tensor<T>& t, const kaiming_options& o = {},
                             generator& gen = default_generator()) {
   detail::check_float(t, "kaiming_uniform_");
+  if (t.numel() == 0) return t;  // PyTorch warns and does nothing
   const double bound = std::sqrt(3.0) * detail::kaiming_std(t, o);
   return uniform_(t, -bound, bound, gen);
 }
 /// He normal: N(0, std^2), std = gain / sqrt(fan).
 template <class T>
-tensor<T>& kaiming_normal_(tensor<T>& t, const kaiming_options& o = {},
+const tensor<T>& kaiming_normal_(const tensor<T>& t, const kaiming_options& o = {},
                            generator& gen = default_generator()) {
   detail::check_float(t, "kaiming_normal_");
+  if (t.numel() == 0) return t;
   return normal_(t, 0.0, detail::kaiming_std(t, o), gen);
 }
 

@@ -163,8 +163,11 @@ class module_base {
   // ---- modes and gradients -----------------------------------------------------------------
   /// Training mode (dropout active, batch norm uses batch statistics) for this module and all
   /// descendants; train(false) is eval().
-  void train(bool on = true) {
-    for (auto& [name, m] : named_modules()) m->training_ = on;
+  /// Virtual, and recursing through children's train(), so a module can override it (e.g. keep a
+  /// frozen batch norm in eval mode) as in PyTorch.
+  virtual void train(bool on = true) {
+    training_ = on;
+    for (auto& [name, child] : named_children()) child->train(on);
   }
   void eval() { train(false); }
   bool is_training() const noexcept { return training_; }
@@ -203,8 +206,7 @@ class module_base {
   /// before changing them if that matters.
   ember::state_dict state_dict() {
     ember::state_dict sd;
-    std::unordered_set<const ember::detail::tensor_impl*> seen;
-    add_state("", sd, seen);
+    add_state("", sd);
     return sd;
   }
 
@@ -220,6 +222,8 @@ class module_base {
     for (const auto& [name, t] : own) {
       const any_tensor* src = sd.find(name);
       if (!src) {
+        // PyTorch fills a missing batch-norm counter with 0 (checkpoints from before it existed)
+        if (name == "num_batches_tracked" || name.ends_with(".num_batches_tracked")) continue;
         result.missing_keys.push_back(name);
       } else if (src->shape() != t.shape()) {
         std::ostringstream os;
@@ -248,45 +252,51 @@ class module_base {
       ember::detail::raise(errc::value, os.str());
     }
     no_grad_guard ng;
-    for (const auto& [name, t] : own)
-      if (const any_tensor* src = sd.find(name))
-        t.visit([&](auto dst) {
-          using U = typename decltype(dst)::value_type;
-          dst.copy_(src->to<U>());
-        });
+    for (const auto& [name, t] : own) {
+      const any_tensor* src = sd.find(name);
+      t.visit([&](auto dst) {
+        using U = typename decltype(dst)::value_type;
+        if (src) dst.copy_(src->to<U>().to(dst.device()));
+        else dst.zero_();  // a missing num_batches_tracked (see above)
+      });
+    }
     return result;
   }
 
   /// The PyTorch-style printout: `net(\n  (fc1): Linear(in_features=64, ...)\n)`.
   std::string repr() const {
     auto& self = const_cast<module_base&>(*this);
-    std::string head = type_name() + "(" + extra_repr();
+    const std::string extra = extra_repr();
     auto children = self.named_children();
-    if (children.empty()) return head + ")";
-    std::string out = head + "\n";
-    for (auto& [name, child] : children) {
-      std::string text = child->repr();
-      std::string indented;
+    if (children.empty()) return type_name() + "(" + extra + ")";
+    auto indent = [](const std::string& text) {
+      std::string out;
       for (char c : text) {
-        indented += c;
-        if (c == '\n') indented += "  ";
+        out += c;
+        if (c == '\n') out += "  ";
       }
-      out += "  (" + name + "): " + indented + "\n";
-    }
+      return out;
+    };
+    std::string out = type_name() + "(\n";
+    if (!extra.empty()) out += "  " + indent(extra) + "\n";
+    for (auto& [name, child] : children) out += "  (" + name + "): " + indent(child->repr()) + "\n";
     return out + ")";
   }
 
  protected:
   /// Adds a child the reflection cannot see (containers): it is shared, not copied.
   void register_module(std::string name, std::shared_ptr<module_base> child) {
+    check_new_name(name, "register_module");
     ember::detail::check(child != nullptr, errc::value, "register_module: '", name,
                          "' is null");
     registered_.push_back({std::move(name), detail::module_member::kind::child, std::move(child), {}});
   }
   void register_parameter(std::string name, any_tensor t) {
+    check_new_name(name, "register_parameter");
     registered_.push_back({std::move(name), detail::module_member::kind::parameter, nullptr, std::move(t)});
   }
   void register_buffer(std::string name, any_tensor t) {
+    check_new_name(name, "register_buffer");
     registered_.push_back({std::move(name), detail::module_member::kind::buffer, nullptr, std::move(t)});
   }
   void registered_members(std::vector<detail::module_member>& out) {
@@ -295,6 +305,13 @@ class module_base {
   std::vector<detail::registered_member>& registered() noexcept { return registered_; }
 
  private:
+  void check_new_name(const std::string& name, const char* op) {
+    ember::detail::check(!name.empty() && name.find('.') == std::string::npos, errc::value, op,
+                         ": name '", name, "' must be non-empty and contain no '.'");
+    for (auto& m : direct())
+      ember::detail::check(m.name != name, errc::value, op, ": ", type_name(), " already has a member '",
+                           name, "'");
+  }
   std::vector<detail::module_member> direct() {
     std::vector<detail::module_member> out;
     members(out);
@@ -322,16 +339,18 @@ class module_base {
     for (auto& [prefix, m] : named_modules()) visit_one(prefix, *m);
     return out;
   }
-  void add_state(const std::string& prefix, ember::state_dict& sd,
-                 std::unordered_set<const ember::detail::tensor_impl*>& seen) {
+  /// Note [Shared tensors in state_dict]: as PyTorch, every name is written, so a tensor
+  /// shared by two members (tied weights) appears under both names (named_parameters lists it
+  /// once); loading writes it twice, harmlessly.
+  void add_state(const std::string& prefix, ember::state_dict& sd) {
     auto mems = direct();
     for (auto kind : {detail::module_member::kind::parameter, detail::module_member::kind::buffer})
       for (auto& m : mems)
-        if (m.what == kind && m.tensor.defined() && seen.insert(m.tensor.impl_ptr().get()).second)
-          sd.insert(detail::join_name(prefix, m.name), m.tensor);
+        if (m.what == kind && m.tensor.defined()) sd.insert(detail::join_name(prefix, m.name), m.tensor);
     for (auto& m : mems)
-      if (m.what == detail::module_member::kind::child) m.child->add_state(detail::join_name(prefix, m.name), sd, seen);
+      if (m.what == detail::module_member::kind::child) m.child->add_state(detail::join_name(prefix, m.name), sd);
   }
+
 
   bool training_ = true;
   std::vector<detail::registered_member> registered_;

@@ -4,6 +4,8 @@
 #include <ember/core/shape.hpp>
 #include <ember/ops/conv.hpp>
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -12,30 +14,32 @@ namespace ember::detail {
 
 inline std::string py_bool(bool b) { return b ? "True" : "False"; }
 
-/// A float as Python's repr prints it: 0.1, 1e-05, 0.5, 1.0.
+/// A float as Python's repr prints it: the shortest digits that read back as v, in positional
+/// notation for exponents -4..15 and scientific otherwise: 0.1, 1e-05, 10.0, 1e+16, inf, nan.
 inline std::string py_float(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  for (int p = 1; p <= 17; ++p) {  // the shortest text that reads back as v
-    std::ostringstream t;
-    t.precision(p);
-    t << v;
-    if (std::stod(t.str()) == v) {
-      std::string s = t.str();
-      if (auto e = s.find('e'); e != std::string::npos) {  // 1e-5 -> 1e-05 as Python
-        std::string mant = s.substr(0, e), ex = s.substr(e + 1);
-        const char sign = ex[0] == '-' ? '-' : '+';
-        if (ex[0] == '-' || ex[0] == '+') ex = ex.substr(1);
-        while (ex.size() > 1 && ex[0] == '0') ex = ex.substr(1);
-        if (ex.size() < 2) ex = "0" + ex;
-        return mant + "e" + sign + ex;
-      }
-      if (s.find('.') == std::string::npos) s += ".0";
-      return s;
-    }
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  const std::string sci(buf, res.ptr);  // "-1.2345e-05": the shortest round-trip digits
+  const auto e = sci.find('e');
+  const int exp = std::stoi(sci.substr(e + 1));
+  std::string sign, digits;
+  for (char c : sci.substr(0, e)) {
+    if (c == '-') sign = "-";
+    else if (c != '.') digits += c;
   }
-  os << v;
-  return os.str();
+  if (exp < -4 || exp >= 16) {
+    std::string mant = digits.substr(0, 1);
+    if (digits.size() > 1) mant += "." + digits.substr(1);
+    std::string ex = std::to_string(exp < 0 ? -exp : exp);
+    if (ex.size() < 2) ex = "0" + ex;
+    return sign + mant + "e" + (exp < 0 ? "-" : "+") + ex;
+  }
+  if (exp < 0) return sign + "0." + std::string(static_cast<std::size_t>(-exp - 1), '0') + digits;
+  const auto int_len = static_cast<std::size_t>(exp + 1);
+  if (digits.size() <= int_len) return sign + digits + std::string(int_len - digits.size(), '0') + ".0";
+  return sign + digits.substr(0, int_len) + "." + digits.substr(int_len);
 }
 
 /// "(3, 3)" for 2-D sizes, "(3,)" for 1-D, as PyTorch prints tuples.

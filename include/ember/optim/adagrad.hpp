@@ -48,6 +48,22 @@ class adagrad : public optimizer<adagrad<T>, T, adagrad_options, adagrad_state<T
     detail::check_hyper(o.eps >= 0, name, "epsilon value", o.eps);
   }
 
+  /// The options and state under their PyTorch names (Note [Optimizer state_dict]).
+  template <class O, class F>
+  static void visit_options(O& o, F&& f) {
+    f("lr", o.lr);
+    f("lr_decay", o.lr_decay);
+    f("weight_decay", o.weight_decay);
+    f("initial_accumulator_value", o.initial_accumulator_value);
+    f("eps", o.eps);
+    f("maximize", o.maximize);
+  }
+  template <class S, class F>
+  static void visit_state(S& s, const adagrad_options&, F&& f) {
+    f("step", s.step, true);
+    f("sum", s.sum, true);
+  }
+
   void update(tensor<T>& p, const tensor<T>& g, const adagrad_options& o, adagrad_state<T>& s) {
     if (s.step == 0) {
       s.sum = detail::zeros_like_param(p);

@@ -49,6 +49,24 @@ void check_adam_options(const O& o, const char* name) {
   check_hyper(o.weight_decay >= 0, name, "weight_decay value", o.weight_decay);
 }
 
+/// The options and state of Adam and AdamW under their PyTorch names.
+template <class O, class F>
+void visit_adam_options(O& o, F&& f) {
+  f("lr", o.lr);
+  f("betas", o.betas);
+  f("eps", o.eps);
+  f("weight_decay", o.weight_decay);
+  f("amsgrad", o.amsgrad);
+  f("maximize", o.maximize);
+}
+template <class S, class F>
+void visit_adam_state(S& s, bool amsgrad, F&& f) {
+  f("step", s.step, true);
+  f("exp_avg", s.exp_avg, true);
+  f("exp_avg_sq", s.exp_avg_sq, true);
+  f("max_exp_avg_sq", s.max_exp_avg_sq, amsgrad);
+}
+
 /// One Adam step; decoupled: AdamW's p * (1 - lr * weight_decay) instead of L2 in the gradient.
 template <bool Decoupled, class T, class O>
 void adam_update(tensor<T>& p, const tensor<T>& g, const O& o, adam_state<T>& s) {
@@ -89,6 +107,10 @@ class adam : public optimizer<adam<T>, T, adam_options, adam_state<T>> {
   adam(std::vector<param_group<T, adam_options>> groups, const adam_options& o = {})
       : base(std::move(groups), o) {}
   static void check_options(const adam_options& o) { detail::check_adam_options(o, name); }
+  template <class O, class F>
+  static void visit_options(O& o, F&& f) { detail::visit_adam_options(o, f); }
+  template <class S, class F>
+  static void visit_state(S& s, const adam_options& o, F&& f) { detail::visit_adam_state(s, o.amsgrad, f); }
   void update(tensor<T>& p, const tensor<T>& g, const adam_options& o, adam_state<T>& s) {
     detail::adam_update<false>(p, g, o, s);
   }
@@ -106,6 +128,10 @@ class adamw : public optimizer<adamw<T>, T, adamw_options, adam_state<T>> {
   adamw(std::vector<param_group<T, adamw_options>> groups, const adamw_options& o = {})
       : base(std::move(groups), o) {}
   static void check_options(const adamw_options& o) { detail::check_adam_options(o, name); }
+  template <class O, class F>
+  static void visit_options(O& o, F&& f) { detail::visit_adam_options(o, f); }
+  template <class S, class F>
+  static void visit_state(S& s, const adamw_options& o, F&& f) { detail::visit_adam_state(s, o.amsgrad, f); }
   void update(tensor<T>& p, const tensor<T>& g, const adamw_options& o, adam_state<T>& s) {
     detail::adam_update<true>(p, g, o, s);
   }

@@ -48,6 +48,25 @@ class rmsprop : public optimizer<rmsprop<T>, T, rmsprop_options, rmsprop_state<T
     detail::check_hyper(o.alpha >= 0, name, "alpha value", o.alpha);
   }
 
+  /// The options and state under their PyTorch names (Note [Optimizer state_dict]).
+  template <class O, class F>
+  static void visit_options(O& o, F&& f) {
+    f("lr", o.lr);
+    f("alpha", o.alpha);
+    f("eps", o.eps);
+    f("weight_decay", o.weight_decay);
+    f("momentum", o.momentum);
+    f("centered", o.centered);
+    f("maximize", o.maximize);
+  }
+  template <class S, class F>
+  static void visit_state(S& s, const rmsprop_options& o, F&& f) {
+    f("step", s.step, true);
+    f("square_avg", s.square_avg, true);
+    f("momentum_buffer", s.momentum_buffer, o.momentum > 0);
+    f("grad_avg", s.grad_avg, o.centered);
+  }
+
   void update(tensor<T>& p, const tensor<T>& g, const rmsprop_options& o, rmsprop_state<T>& s) {
     if (s.step == 0) {
       s.square_avg = detail::zeros_like_param(p);

@@ -45,6 +45,21 @@ class sgd : public optimizer<sgd<T>, T, sgd_options, sgd_state<T>> {
                          o.momentum, ", dampening ", o.dampening, ")");
   }
 
+  /// The options and state under their PyTorch names (Note [Optimizer state_dict]).
+  template <class O, class F>
+  static void visit_options(O& o, F&& f) {
+    f("lr", o.lr);
+    f("momentum", o.momentum);
+    f("dampening", o.dampening);
+    f("weight_decay", o.weight_decay);
+    f("nesterov", o.nesterov);
+    f("maximize", o.maximize);
+  }
+  template <class S, class F>
+  static void visit_state(S& s, const sgd_options& o, F&& f) {
+    f("momentum_buffer", s.momentum_buffer, o.momentum != 0);
+  }
+
   void update(tensor<T>& p, const tensor<T>& g, const sgd_options& o, sgd_state<T>& s) {
     const T lr = static_cast<T>(o.lr), wd = static_cast<T>(o.weight_decay);
     const T sign = o.maximize ? T(-1) : T(1);
