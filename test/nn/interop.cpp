@@ -97,3 +97,42 @@ TEST_CASE("a module's state_dict survives a save/load round trip bit for bit", "
   const auto x = em::randn<float>({3, 1, 8, 8});
   CHECK(em::amax(em::abs(a(x) - b(x))).item() == 0.f);
 }
+
+TEST_CASE("optimizer and scheduler state saved to a file resume training bit for bit", "[nn][io]") {
+  em::manual_seed(11);
+  const auto x = em::randn<float>({16, 6});
+  const auto y = em::randint<std::int64_t>(0, 3, {16});
+  nn::linear a(6, 3);
+  em::optim::adam opt_a(a.parameters(), {.lr = 1e-2, .amsgrad = true});
+  em::optim::step_lr sched_a(opt_a, {.step_size = 2, .gamma = 0.5});
+  auto step = [&](nn::linear& m, auto& opt, auto& sched) {
+    opt.zero_grad();
+    nn::functional::cross_entropy(m(x), y).backward();
+    opt.step();
+    sched.step();
+  };
+  for (int i = 0; i < 3; ++i) step(a, opt_a, sched_a);
+
+  const std::string model_path = "ember_test_resume_model.safetensors";
+  const std::string opt_path = "ember_test_resume_opt.safetensors";
+  const std::string sched_path = "ember_test_resume_sched.safetensors";
+  em::save(a.state_dict(), model_path);
+  em::save(opt_a.state_dict(), opt_path);
+  em::save(sched_a.state_dict(), sched_path);
+
+  nn::linear b(6, 3);
+  em::optim::adam opt_b(b.parameters(), {.lr = 1e-2, .amsgrad = true});
+  em::optim::step_lr sched_b(opt_b, {.step_size = 2, .gamma = 0.5});
+  b.load_state_dict(em::load(model_path));
+  opt_b.load_state_dict(em::load(opt_path));
+  sched_b.load_state_dict(em::load(sched_path));
+  for (const auto& p : {model_path, opt_path, sched_path}) std::remove(p.c_str());
+
+  for (int i = 0; i < 4; ++i) {
+    step(a, opt_a, sched_a);
+    step(b, opt_b, sched_b);
+  }
+  CHECK(em::amax(em::abs(a.weight - b.weight)).item() == 0.f);
+  CHECK(em::amax(em::abs(a.bias - b.bias)).item() == 0.f);
+  CHECK(sched_a.get_last_lr() == sched_b.get_last_lr());
+}
