@@ -19,6 +19,9 @@
 #include <ember/core/small_vector.hpp>
 #include <ember/core/storage.hpp>
 #include <ember/core/view_strides.hpp>
+#include <ember/data/csv.hpp>
+#include <ember/data/dataloader.hpp>
+#include <ember/data/dataset.hpp>
 #include <ember/eval/assign.hpp>
 #include <ember/eval/evaluator.hpp>
 #include <ember/eval/reduce.hpp>
@@ -33,7 +36,9 @@
 #include <ember/expr/ternary.hpp>
 #include <ember/expr/unary.hpp>
 #include <ember/io/atomic_file.hpp>
+#include <ember/io/inflate.hpp>
 #include <ember/io/json.hpp>
+#include <ember/io/npy.hpp>
 #include <ember/io/pickle.hpp>
 #include <ember/io/print.hpp>
 #include <ember/io/pt.hpp>

@@ -76,4 +76,7 @@ TEST_CASE("broadcastable_to and check_shape", "[shape]") {
   CHECK_THROWS_WITH(em::check_shape({2, -1}, "zeros"), Contains("negative extent in shape (2,-1)"));
   CHECK_THROWS_WITH(em::check_shape({1 << 30, 1 << 30, 1 << 30}, "zeros"),
                     Contains("too many elements"));
+  // a zero extent does not hide an overflow of the others (their strides would overflow)
+  CHECK_THROWS_WITH(em::check_shape({0, 1995400741459, 1459, 65, 877}, "zeros"),
+                    Contains("too many elements"));
 }

@@ -65,14 +65,16 @@ inline shape contiguous_strides(const shape& s) {
   return st;
 }
 
-/// Checks that every extent is >= 0 and that the element count fits in int64.
+/// Checks that every extent is >= 0 and that the product of the non-zero extents fits in
+/// int64 (so the element count and the contiguous strides cannot overflow, even for a shape
+/// with a zero extent, whose strides still multiply the others).
 inline void check_shape(const shape& s, const char* op) {
   std::int64_t n = 1;
   for (auto e : s) {
     detail::check(e >= 0, errc::value, op, ": negative extent in shape ", s);
-    if (e != 0 && n > std::numeric_limits<std::int64_t>::max() / e)
+    if (e > 1 && n > std::numeric_limits<std::int64_t>::max() / e)
       detail::fail(errc::value, op, ": shape ", s, " has too many elements");
-    n *= e;
+    if (e > 1) n *= e;
   }
 }
 
