@@ -1,7 +1,8 @@
 // ember's flagship example: train an MLP and a small CNN on the bundled digits data (8x8
 // handwritten digits, first 1500 rows train, last 297 test, pixels / 16), report loss, accuracy
-// and time per epoch, save the CNN's state_dict (safetensors), reload it into a fresh model and
-// check that the predictions are identical.
+// and time per epoch (AdamW, label smoothing 0.1, the learning rate halved every 5 epochs), save
+// the CNN's state_dict (safetensors), reload it into a fresh model and check that the
+// predictions are identical.
 //   ./build.sh example          (or: flagship [path/to/digits.csv.gz])
 #include <ember/ember.hpp>
 
@@ -52,7 +53,7 @@ template <class Model>
 void train(const char* name, Model& model, em::data::tensor_dataset<float, std::int64_t>& train_set,
            const em::tensor<float>& x_test, const em::tensor<std::int64_t>& y_test, int epochs, double lr) {
   std::cout << "== " << name << " (" << model.parameters().size() << " parameter tensors)\n" << model << "\n";
-  em::optim::adam opt(model.parameters(), {.lr = lr});
+  em::optim::adamw opt(model.parameters(), {.lr = lr, .weight_decay = 1e-2});
   em::optim::step_lr sched(opt, {.step_size = 5, .gamma = 0.5});
   em::data::dataloader loader(train_set, {.batch_size = 32, .shuffle = true, .seed = 7});
   for (int epoch = 1; epoch <= epochs; ++epoch) {
@@ -62,7 +63,7 @@ void train(const char* name, Model& model, em::data::tensor_dataset<float, std::
     std::int64_t seen = 0;
     for (auto&& [xb, yb] : loader) {
       opt.zero_grad();
-      auto loss = F::cross_entropy(model(xb), yb);
+      auto loss = F::cross_entropy(model(xb), yb, {.label_smoothing = 0.1});
       loss.backward();
       opt.step();
       loss_sum += static_cast<double>(loss.item()) * static_cast<double>(yb.numel());
