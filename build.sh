@@ -46,11 +46,10 @@ case "$cmd" in
       dir=${BUILD_DIR:-build-sanitize}
       # also built for the host's widest SIMD (AVX2/AVX-512 here), so CI covers both the
       # default x86-64 (SSE2) code paths and the wide ones
-      # -Og without -g: the sanitizers need no debug info to name functions, and with -O1's
-      # inlining their instrumentation of the heavy template TUs takes 2-3x longer to compile
-      # (-O0 cannot build xsimd's AVX-512 code: its intrinsics need __OPTIMIZE__); the
-      # examples are not tests: the sanitizer build leaves them out
-      opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=g -Ddebug=false
+      # -O0 without -g: the sanitizers need no debug info to name functions, and with any
+      # optimization their instrumentation of the heavy template TUs takes 1.8x (-Og) to 3x
+      # (-O1) as long to compile; the examples are not tests: the sanitizer build leaves them out
+      opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=0 -Ddebug=false
              -Dcpp_args=-march=native -Dexamples=false)
     else
       opts+=(-Dexamples=true)
