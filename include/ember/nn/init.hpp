@@ -15,6 +15,14 @@
 #include <string_view>
 #include <utility>
 
+namespace ember::detail {
+/// Whether nn::init's fillers are switched off on this thread (init::skip_guard).
+inline bool& init_skipped() noexcept {
+  thread_local bool skipped = false;
+  return skipped;
+}
+}  // namespace ember::detail
+
 namespace ember::nn::init {
 
 /// Which fan kaiming_* scales by.
@@ -59,11 +67,26 @@ void check_float(const tensor<T>& t, const char* op) {
 }
 }  // namespace detail
 
+/// While one is alive (on this thread), the fillers below leave their tensor as it is and draw
+/// no random numbers: modules built under it skip their initialization (their parameters hold
+/// whatever memory they got), for a state that is loaded right after. See nn::skip_init.
+class skip_guard {
+ public:
+  skip_guard() noexcept : prev_(ember::detail::init_skipped()) { ember::detail::init_skipped() = true; }
+  ~skip_guard() { ember::detail::init_skipped() = prev_; }
+  skip_guard(const skip_guard&) = delete;
+  skip_guard& operator=(const skip_guard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 /// Fills t with U(a, b) from `gen` (the global generator by default):
 ///   em::nn::init::uniform_(w, -0.1, 0.1);
 template <class T>
 const tensor<T>& uniform_(const tensor<T>& t, double a = 0.0, double b = 1.0, generator& gen = default_generator()) {
   detail::check_float(t, "uniform_");
+  if (ember::detail::init_skipped()) return t;
   ember::detail::check(a <= b, errc::value, "init::uniform_: a = ", a, " > b = ", b);
   no_grad_guard ng;
   tensor<T> h = t;  // a handle: writes reach t's storage (t may be a view, e.g. w.select(0, i))
@@ -76,6 +99,7 @@ template <class T>
 const tensor<T>& normal_(const tensor<T>& t, double mean = 0.0, double std = 1.0,
                    generator& gen = default_generator()) {
   detail::check_float(t, "normal_");
+  if (ember::detail::init_skipped()) return t;
   ember::detail::check(std >= 0, errc::value, "init::normal_: std must be >= 0, got ", std);
   no_grad_guard ng;
   tensor<T> h = t;
@@ -86,6 +110,7 @@ const tensor<T>& normal_(const tensor<T>& t, double mean = 0.0, double std = 1.0
 template <class T>
 const tensor<T>& constant_(const tensor<T>& t, double value) {
   detail::check_float(t, "constant_");
+  if (ember::detail::init_skipped()) return t;
   no_grad_guard ng;
   tensor<T> h = t;
   h.fill_(static_cast<T>(value));
@@ -153,3 +178,17 @@ const tensor<T>& kaiming_normal_(const tensor<T>& t, const kaiming_options& o = 
 }
 
 }  // namespace ember::nn::init
+
+namespace ember::nn {
+
+/// Constructs a module without initializing its parameters (PyTorch's
+/// torch.nn.utils.skip_init): no random numbers are drawn and the parameters are left as
+/// allocated, for a state_dict loaded next:
+///   auto fc = em::nn::skip_init<em::nn::linear>(4096, 4096);  fc.load_state_dict(sd);
+template <class M, class... Args>
+M skip_init(Args&&... args) {
+  init::skip_guard g;
+  return M(std::forward<Args>(args)...);
+}
+
+}  // namespace ember::nn

@@ -8,6 +8,7 @@
 #include <ember/autograd/meta.hpp>
 #include <ember/core/device.hpp>
 #include <ember/core/error.hpp>
+#include <ember/nn/init.hpp>
 #include <ember/state_dict.hpp>
 #include <ember/tensor.hpp>
 
@@ -375,6 +376,22 @@ concept optional_child = requires(M& m) {
   *m;
 } && std::is_base_of_v<nn::module_base, typename M::value_type>;
 
+/// Module type M (element type T) with element type U: Tmpl<T, Rest...> -> Tmpl<U, Rest...>.
+/// void when M is not a class template whose first argument is its element type.
+template <class M, class T, class U>
+struct rebind_module {
+  using type = void;
+};
+template <template <class...> class Tmpl, class T, class... Rest, class U>
+struct rebind_module<Tmpl<T, Rest...>, T, U> {
+  using type = Tmpl<U, Rest...>;
+};
+
+/// After `to` was built as a converted twin of `from` (same structure, other element type):
+/// copies the values (converted), each module's training mode, each parameter's requires_grad
+/// and gradient (converted), as PyTorch's module.to(dtype) keeps them.
+inline void copy_converted(nn::module_base& from, nn::module_base& to);
+
 template <class M>
 void add_member(std::vector<module_member>& out, const char* name, M& m) {
   if constexpr (std::is_base_of_v<nn::module_base, M>) {
@@ -436,6 +453,54 @@ class module : public module_base {
   }
   using module_base::to;
 
+  /// This module with element type U (PyTorch's model.double(), model.half(), model.to(dtype)),
+  /// as a new module: the element type is part of the static type, so a net<float> converts
+  /// to a net<double>. Values, gradients, requires_grad and train/eval modes are converted or
+  /// kept; the result shares nothing with this module (to<T>() is a shallow copy that shares the
+  /// tensors, as tensor::to<T>()). The converted type is built, without drawing random numbers
+  /// (nn::skip_init), from the first of:
+  ///   a converting constructor  net<double>(const net<float>&),
+  ///   the options               net<double>(n.options)        (every built-in layer),
+  ///   the default constructor   net<double>().
+  /// Derived must be a class template whose first argument is its element type
+  /// (template <class T> struct net : em::nn::module<net<T>, T>); other modules convert only
+  /// when they hold no tensors (activations, pooling, flatten: they are returned as a copy).
+  ///   auto n64 = n.to<double>();   em::autograd::gradcheck(...n64...);
+  template <class U>
+  auto to() const {
+    using R = typename detail::rebind_module<Derived, T, U>::type;
+    auto& self = const_cast<Derived&>(static_cast<const Derived&>(*this));
+    if constexpr (std::is_same_v<U, T>) {
+      return Derived(self);
+    } else if constexpr (std::is_void_v<R>) {
+      ember::detail::check(self.named_parameters_any().empty() && self.named_buffers().empty(),
+                           errc::dtype, type_name(), ".to<", dtype_of<U>, ">(): ", type_name(),
+                           " holds ", dtype_of<T>, " tensors and is not a class template over its "
+                           "element type; declare it as template <class T> struct ", type_name(),
+                           " : em::nn::module<", type_name(), "<T>, T> to convert it");
+      return Derived(self);
+    } else {
+      auto make = [&]() -> R {
+        init::skip_guard no_init;
+        if constexpr (std::is_constructible_v<R, const Derived&>) {
+          return R(static_cast<const Derived&>(self));
+        } else if constexpr (requires { R(self.options); }) {
+          return R(self.options);
+        } else if constexpr (std::is_default_constructible_v<R>) {
+          return R();
+        } else {
+          static_assert(std::is_constructible_v<R, const Derived&>,
+                        "ember::nn::module::to<U>(): the converted module cannot be built: give it a "
+                        "converting constructor net(const net<V>&), an `options` member it is "
+                        "constructible from, or a default constructor");
+        }
+      };
+      R out = make();
+      detail::copy_converted(self, out);
+      return out;
+    }
+  }
+
   /// Calls forward: auto y = n(x);
   template <class... Args, class D = Derived>
   auto operator()(Args&&... args) -> decltype(std::declval<D&>().forward(std::forward<Args>(args)...)) {
@@ -444,3 +509,38 @@ class module : public module_base {
 };
 
 }  // namespace ember::nn
+
+namespace ember::detail {
+
+inline void copy_converted(nn::module_base& from, nn::module_base& to) {
+  auto from_modules = from.named_modules();
+  auto to_modules = to.named_modules();
+  std::ostringstream structure;
+  structure << "to<U>(): the converted " << to.type_name() << " does not have the structure of the "
+            << from.type_name() << " it was built from (" << from_modules.size() << " vs "
+            << to_modules.size() << " modules";
+  ember::detail::check(from_modules.size() == to_modules.size(), errc::value, structure.str(), ")");
+  to.load_state_dict(from.state_dict());  // strict: names and shapes must match; converts values
+  // train/eval per module, parents first (train() recurses; each child then sets its own)
+  for (std::size_t i = 0; i < from_modules.size(); ++i)
+    to_modules[i].second->train(from_modules[i].second->is_training());
+  auto from_params = from.named_parameters_any();
+  auto to_params = to.named_parameters_any();
+  ember::detail::check(from_params.size() == to_params.size(), errc::value, structure.str(), ")");
+  for (std::size_t i = 0; i < from_params.size(); ++i) {
+    from_params[i].second.visit([&](auto src) {
+      to_params[i].second.visit([&](auto dst) {
+        using S = decltype(src);
+        using D = decltype(dst);
+        if constexpr (S::differentiable && D::differentiable) {
+          using U = typename D::value_type;
+          dst.requires_grad_(src.requires_grad());
+          if (auto g = src.grad(); g.defined()) dst.set_grad(g.template to<U>());
+        }
+      });
+    });
+  }
+}
+
+}  // namespace ember::detail
+
