@@ -40,6 +40,13 @@ struct sized : nn::module<sized<T>, T> {
   std::int64_t width;
 };
 
+/// A model that builds a container in its constructor: converts (the container is rebuilt).
+template <class T>
+struct seq_net : nn::module<seq_net<T>, T> {
+  BOOST_HANA_DEFINE_STRUCT(seq_net, (nn::basic_sequential<T>, body));
+  seq_net() : body(nn::basic_linear<T>(3, 4), nn::relu(), nn::basic_linear<T>(4, 2)) {}
+};
+
 /// Not a template over its element type, with parameters: cannot convert.
 struct fixed : nn::module<fixed> {
   BOOST_HANA_DEFINE_STRUCT(fixed, (nn::linear, fc));
@@ -147,6 +154,14 @@ TEST_CASE("module.to<U>(): built-in layers, converting constructors, same type, 
     auto s64 = s.to<double>();
     CHECK(s64.width == 7);
     check_exact(s64.fc.weight, s.fc.weight);
+  }
+  SECTION("a model that builds its container converts; a container converts to its own type") {
+    seq_net<float> m;
+    auto m64 = m.to<double>();
+    REQUIRE(m64.state_dict().keys() == m.state_dict().keys());
+    check_exact(m64.body.at<nn::basic_linear<double>>(2).weight, m.body.at<nn::linear>(2).weight);
+    auto same = m.body.to<float>();
+    CHECK(same.size() == 3);
   }
   SECTION("to<T>() shares the tensors, as tensor::to<T>()") {
     nn::linear fc(2, 3);

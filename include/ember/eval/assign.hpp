@@ -270,7 +270,7 @@ tensor<typename E::value_type> evaluate(const E& e) {
 }
 
 template <class T, class E>
-void assign(const tensor<T>& dst, const E& e, const char* op) {
+void check_assign(const tensor<T>& dst, const E& e, const char* op) {
   static_assert(std::is_same_v<T, typename E::value_type>,
                 "ember: the expression's element type differs from the destination tensor's; "
                 "convert it with em::cast<U>(expr)");
@@ -280,6 +280,24 @@ void assign(const tensor<T>& dst, const E& e, const char* op) {
   check_devices(e, dst.device(), op);
   check(dst.device().is_cpu(), errc::not_implemented, op, ": elementwise expressions on ",
         dst.device(), " need the CUDA backend");
+}
+
+/// The write itself, never recorded (a source overlapping dst is evaluated first).
+template <class T, class E>
+void assign_unrecorded(const tensor<T>& dst, const E& e) {
+  if (aliases(dst, e)) {
+    const tensor<T> tmp = evaluate_raw(e);
+    dst.impl().storage->bump_version();
+    run_elementwise(dst.data(), dst.strides(), dst.shape(), expr::leaf<T>(tmp));
+    return;
+  }
+  run_elementwise(dst.data(), dst.strides(), dst.shape(), e);
+  dst.impl().storage->bump_version();
+}
+
+template <class T, class E>
+void assign(const tensor<T>& dst, const E& e, const char* op) {
+  check_assign(dst, e, op);
   if constexpr (EMBER_AUTOGRAD) {
     if (is_grad_enabled() &&
         (dst.requires_grad() || autograd::detail::expression_requires_grad(e))) {
@@ -287,14 +305,21 @@ void assign(const tensor<T>& dst, const E& e, const char* op) {
       return;
     }
   }
-  if (aliases(dst, e)) {
-    const tensor<T> tmp = evaluate(e);
-    dst.impl().storage->bump_version();
-    run_elementwise(dst.data(), dst.strides(), dst.shape(), expr::leaf<T>(tmp));
-    return;
-  }
-  run_elementwise(dst.data(), dst.strides(), dst.shape(), e);
-  dst.impl().storage->bump_version();
+  assign_unrecorded(dst, e);
+}
+
+/// assign() for writes that are never recorded: optimizer steps and other updates that run
+/// under no_grad. It instantiates no backward for E (each assign() of a float expression does:
+/// the recording branch is chosen at run time), which makes an optimizer's update expressions
+/// several times cheaper to compile. Recording would be needed, and is an error, when grad
+/// mode is on and dst requires grad.
+template <class T, class E>
+void assign_raw(const tensor<T>& dst, const E& e, const char* op) {
+  check_assign(dst, e, op);
+  if constexpr (EMBER_AUTOGRAD)
+    check(!is_grad_enabled() || !dst.requires_grad(), errc::internal, op,
+          ": an unrecorded write into a tensor that requires grad, with grad mode on");
+  assign_unrecorded(dst, e);
 }
 
 /// A tensor for an operand: a tensor as is (a handle, no copy), an expression evaluated in one

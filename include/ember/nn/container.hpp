@@ -106,18 +106,8 @@ class basic_sequential : public module<basic_sequential<T>, T> {
   }
 
   std::string type_name() const override { return "Sequential"; }
-  /// A container converts only to its own element type (a shallow copy): its entries are
-  /// type-erased. Convert a model that builds its containers in its constructor instead (its
-  /// to<U>() rebuilds them with U), or build a basic_sequential<U> with the same layers and load this
-  /// one's state_dict into it.
-  template <class U>
-  basic_sequential to() const {
-    static_assert(std::is_same_v<U, T>,
-                  "ember::nn::Sequential::to<U>(): a container cannot convert its type-erased entries; "
-                  "convert the model that builds it, or build a basic_sequential<U> and load_state_dict");
-    return *this;
-  }
-  using module_base::to;
+  /// Entries are type-erased: to<U>() converts only to T (Note [Converting containers]).
+  static constexpr bool type_erased_entries = true;
 
  private:
   void check_index(std::size_t i) const {
@@ -158,18 +148,8 @@ class basic_module_list : public module<basic_module_list<T>, T> {
     return detail::typed_entry<M>(entries_[i], "ModuleList", std::to_string(i));
   }
   std::string type_name() const override { return "ModuleList"; }
-  /// A container converts only to its own element type (a shallow copy): its entries are
-  /// type-erased. Convert a model that builds its containers in its constructor instead (its
-  /// to<U>() rebuilds them with U), or build a basic_module_list<U> with the same layers and load this
-  /// one's state_dict into it.
-  template <class U>
-  basic_module_list to() const {
-    static_assert(std::is_same_v<U, T>,
-                  "ember::nn::ModuleList::to<U>(): a container cannot convert its type-erased entries; "
-                  "convert the model that builds it, or build a basic_module_list<U> and load_state_dict");
-    return *this;
-  }
-  using module_base::to;
+  /// Entries are type-erased: to<U>() converts only to T (Note [Converting containers]).
+  static constexpr bool type_erased_entries = true;
 
  private:
   void check_index(std::size_t i) const {
@@ -211,18 +191,8 @@ class basic_module_dict : public module<basic_module_dict<T>, T> {
     return detail::typed_entry<M>(find(name), "ModuleDict", "'" + name + "'");
   }
   std::string type_name() const override { return "ModuleDict"; }
-  /// A container converts only to its own element type (a shallow copy): its entries are
-  /// type-erased. Convert a model that builds its containers in its constructor instead (its
-  /// to<U>() rebuilds them with U), or build a basic_module_dict<U> with the same layers and load this
-  /// one's state_dict into it.
-  template <class U>
-  basic_module_dict to() const {
-    static_assert(std::is_same_v<U, T>,
-                  "ember::nn::ModuleDict::to<U>(): a container cannot convert its type-erased entries; "
-                  "convert the model that builds it, or build a basic_module_dict<U> and load_state_dict");
-    return *this;
-  }
-  using module_base::to;
+  /// Entries are type-erased: to<U>() converts only to T (Note [Converting containers]).
+  static constexpr bool type_erased_entries = true;
 
  private:
   const detail::container_entry& find(const std::string& name) const {

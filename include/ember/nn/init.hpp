@@ -5,6 +5,7 @@
 #include <ember/autograd/meta.hpp>
 #include <ember/core/error.hpp>
 #include <ember/core/random.hpp>
+#include <ember/eval/assign.hpp>
 #include <ember/expr/operators.hpp>
 #include <ember/ops/factory.hpp>
 #include <ember/tensor.hpp>
@@ -90,7 +91,8 @@ const tensor<T>& uniform_(const tensor<T>& t, double a = 0.0, double b = 1.0, ge
   ember::detail::check(a <= b, errc::value, "init::uniform_: a = ", a, " > b = ", b);
   no_grad_guard ng;
   tensor<T> h = t;  // a handle: writes reach t's storage (t may be a view, e.g. w.select(0, i))
-  h.copy_((rand<T>(t.shape(), gen) * static_cast<T>(b - a) + static_cast<T>(a)).eval().to(t.device()));
+  h.copy_(ember::detail::evaluate_raw(rand<T>(t.shape(), gen) * static_cast<T>(b - a) + static_cast<T>(a))
+              .to(t.device()));
   return t;
 }
 
@@ -103,7 +105,8 @@ const tensor<T>& normal_(const tensor<T>& t, double mean = 0.0, double std = 1.0
   ember::detail::check(std >= 0, errc::value, "init::normal_: std must be >= 0, got ", std);
   no_grad_guard ng;
   tensor<T> h = t;
-  h.copy_((randn<T>(t.shape(), gen) * static_cast<T>(std) + static_cast<T>(mean)).eval().to(t.device()));
+  h.copy_(ember::detail::evaluate_raw(randn<T>(t.shape(), gen) * static_cast<T>(std) + static_cast<T>(mean))
+              .to(t.device()));
   return t;
 }
 

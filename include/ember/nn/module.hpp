@@ -472,6 +472,15 @@ class module : public module_base {
     auto& self = const_cast<Derived&>(static_cast<const Derived&>(*this));
     if constexpr (std::is_same_v<U, T>) {
       return Derived(self);
+    } else if constexpr (requires { Derived::type_erased_entries; }) {
+      // Note [Converting containers]: sequential, module_list and module_dict hold their entries
+      // type-erased, so they cannot rebuild them with another element type. A model that builds
+      // its containers in its constructor converts (its to<U>() rebuilds them with U).
+      static_assert(std::is_same_v<U, T>,
+                    "ember::nn: a container (sequential, module_list, module_dict) cannot convert "
+                    "its type-erased entries; convert the model that builds it, or build a "
+                    "basic_sequential<U> with the same layers and load_state_dict into it");
+      return Derived(self);
     } else if constexpr (std::is_void_v<R>) {
       ember::detail::check(self.named_parameters_any().empty() && self.named_buffers().empty(),
                            errc::dtype, type_name(), ".to<", dtype_of<U>, ">(): ", type_name(),

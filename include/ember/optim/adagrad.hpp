@@ -73,8 +73,8 @@ class adagrad : public optimizer<adagrad<T>, T, adagrad_options, adagrad_state<T
     const T sign = o.maximize ? T(-1) : T(1);
     const auto d = g * sign + p * static_cast<T>(o.weight_decay);
     const T clr = static_cast<T>(o.lr / (1 + static_cast<double>(s.step - 1) * o.lr_decay));
-    s.sum.copy_(s.sum + d * d);
-    p.copy_(p - d * clr / (ember::sqrt(s.sum) + static_cast<T>(o.eps)));
+    detail::assign_step(s.sum, s.sum + d * d);
+    detail::assign_step(p, p - d * clr / (ember::sqrt(s.sum) + static_cast<T>(o.eps)));
   }
 };
 

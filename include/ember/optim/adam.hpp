@@ -80,16 +80,16 @@ void adam_update(tensor<T>& p, const tensor<T>& g, const O& o, adam_state<T>& s)
   const T sign = o.maximize ? T(-1) : T(1);
   const T wd = Decoupled ? T(0) : static_cast<T>(o.weight_decay);
   const auto d = g * sign + p * wd;
-  s.exp_avg.copy_(s.exp_avg * b1 + d * (T(1) - b1));
-  s.exp_avg_sq.copy_(s.exp_avg_sq * b2 + d * d * (T(1) - b2));
+  detail::assign_step(s.exp_avg, s.exp_avg * b1 + d * (T(1) - b1));
+  detail::assign_step(s.exp_avg_sq, s.exp_avg_sq * b2 + d * d * (T(1) - b2));
   const double k = static_cast<double>(s.step);
   const T step_size = static_cast<T>(o.lr / (1 - std::pow(o.betas[0], k)));
   const T bc2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(o.betas[1], k)));
   const T eps = static_cast<T>(o.eps);
   const T decay = Decoupled ? static_cast<T>(1 - o.lr * o.weight_decay) : T(1);
   const tensor<T>& v = o.amsgrad ? s.max_exp_avg_sq : s.exp_avg_sq;
-  if (o.amsgrad) s.max_exp_avg_sq.copy_(ember::maximum(s.max_exp_avg_sq, s.exp_avg_sq));
-  p.copy_(p * decay - s.exp_avg * step_size / (ember::sqrt(v) / bc2_sqrt + eps));
+  if (o.amsgrad) detail::assign_step(s.max_exp_avg_sq, ember::maximum(s.max_exp_avg_sq, s.exp_avg_sq));
+  detail::assign_step(p, p * decay - s.exp_avg * step_size / (ember::sqrt(v) / bc2_sqrt + eps));
 }
 
 }  // namespace detail

@@ -20,6 +20,7 @@
 #include <ember/any_tensor.hpp>
 #include <ember/autograd/meta.hpp>
 #include <ember/core/error.hpp>
+#include <ember/eval/assign.hpp>
 #include <ember/ops/factory.hpp>
 #include <ember/state_dict.hpp>
 #include <ember/tensor.hpp>
@@ -421,6 +422,14 @@ tensor<T> zeros_like_param(const tensor<T>& p) {
   tensor<T> z = ember::detail::make_tensor<T>(p.shape(), p.device());
   z.zero_();
   return z;
+}
+
+/// Writes one fused update expression into a parameter or a state tensor. Steps run under
+/// no_grad, so the write is never recorded: assign_raw instantiates no backward for the
+/// expression (compile time; Note [Optimizer steps]).
+template <class T, class E>
+void assign_step(const tensor<T>& dst, const E& e) {
+  ember::detail::assign_raw(dst, e, "optimizer step");
 }
 
 inline void check_hyper(bool ok, const char* opt, const char* what, double v) {

@@ -77,24 +77,24 @@ class rmsprop : public optimizer<rmsprop<T>, T, rmsprop_options, rmsprop_state<T
     const T alpha = static_cast<T>(o.alpha), eps = static_cast<T>(o.eps), lr = static_cast<T>(o.lr);
     const T sign = o.maximize ? T(-1) : T(1);
     const auto d = g * sign + p * static_cast<T>(o.weight_decay);
-    s.square_avg.copy_(s.square_avg * alpha + d * d * (T(1) - alpha));
+    detail::assign_step(s.square_avg, s.square_avg * alpha + d * d * (T(1) - alpha));
     if (o.centered) {
-      s.grad_avg.copy_(s.grad_avg * alpha + d * (T(1) - alpha));
+      detail::assign_step(s.grad_avg, s.grad_avg * alpha + d * (T(1) - alpha));
       const auto avg = ember::sqrt(s.square_avg - s.grad_avg * s.grad_avg) + eps;
       if (o.momentum > 0) {
-        s.momentum_buffer.copy_(s.momentum_buffer * static_cast<T>(o.momentum) + d / avg);
-        p.copy_(p - s.momentum_buffer * lr);
+        detail::assign_step(s.momentum_buffer, s.momentum_buffer * static_cast<T>(o.momentum) + d / avg);
+        detail::assign_step(p, p - s.momentum_buffer * lr);
       } else {
-        p.copy_(p - d * lr / avg);
+        detail::assign_step(p, p - d * lr / avg);
       }
       return;
     }
     const auto avg = ember::sqrt(s.square_avg) + eps;
     if (o.momentum > 0) {
-      s.momentum_buffer.copy_(s.momentum_buffer * static_cast<T>(o.momentum) + d / avg);
-      p.copy_(p - s.momentum_buffer * lr);
+      detail::assign_step(s.momentum_buffer, s.momentum_buffer * static_cast<T>(o.momentum) + d / avg);
+      detail::assign_step(p, p - s.momentum_buffer * lr);
     } else {
-      p.copy_(p - d * lr / avg);
+      detail::assign_step(p, p - d * lr / avg);
     }
   }
 };

@@ -65,18 +65,18 @@ class sgd : public optimizer<sgd<T>, T, sgd_options, sgd_state<T>> {
     const T sign = o.maximize ? T(-1) : T(1);
     const auto d = g * sign + p * wd;  // grad + weight_decay * p
     if (o.momentum == 0) {
-      p.copy_(p - d * lr);
+      detail::assign_step(p, p - d * lr);
       return;
     }
     const T mom = static_cast<T>(o.momentum);
     if (!s.momentum_buffer.defined()) {
       s.momentum_buffer = tensor<T>(d);
     } else {
-      s.momentum_buffer.copy_(s.momentum_buffer * mom + d * static_cast<T>(1 - o.dampening));
+      detail::assign_step(s.momentum_buffer, s.momentum_buffer * mom + d * static_cast<T>(1 - o.dampening));
     }
     const tensor<T>& buf = s.momentum_buffer;
-    if (o.nesterov) p.copy_(p - (d + buf * mom) * lr);
-    else p.copy_(p - buf * lr);
+    if (o.nesterov) detail::assign_step(p, p - (d + buf * mom) * lr);
+    else detail::assign_step(p, p - buf * lr);
   }
 };
 

@@ -35,12 +35,20 @@ using range_elem_t = typename std::remove_cvref_t<std::ranges::range_value_t<R>>
 /// non-zeros (0), sum |x| (1), sqrt(sum x^2) (2), else (sum |x|^p)^(1/p).
 template <class T>
 T grad_norm(const tensor<T>& g, double p) {
-  if (p == std::numeric_limits<double>::infinity()) return ember::amax(ember::abs(g)).item();
-  if (p == -std::numeric_limits<double>::infinity()) return ember::amin(ember::abs(g)).item();
-  if (p == 0) return ember::sum(ember::cast<T>(g != T(0))).item();
-  if (p == 1) return ember::sum(ember::abs(g)).item();
-  if (p == 2) return ember::sqrt(ember::sum(ember::square(g))).item();
-  const T s = ember::sum(ember::pow(ember::abs(g), static_cast<T>(p))).item();
+  // under no_grad: unrecorded reductions, which instantiate no backward (compile time)
+  auto all = [&](auto op, const auto& e) {
+    using Op = decltype(op);
+    return ember::detail::reduce_raw<Op>(e, std::vector<bool>(g.shape().size(), true), false).item();
+  };
+  using ember::detail::max_op;
+  using ember::detail::min_op;
+  using ember::detail::sum_op;
+  if (p == std::numeric_limits<double>::infinity()) return all(max_op{}, ember::abs(g));
+  if (p == -std::numeric_limits<double>::infinity()) return all(min_op{}, ember::abs(g));
+  if (p == 0) return all(sum_op{}, ember::cast<T>(g != T(0)));
+  if (p == 1) return all(sum_op{}, ember::abs(g));
+  if (p == 2) return std::sqrt(all(sum_op{}, ember::square(g)));
+  const T s = all(sum_op{}, ember::pow(ember::abs(g), static_cast<T>(p)));
   return std::pow(s, static_cast<T>(1.0 / p));
 }
 
@@ -70,10 +78,7 @@ tensor<T> clip_norm(const std::vector<tensor<T>>& grads, double max_norm, double
                        "error_if_nonfinite = false to scale them by it anyway");
   // PyTorch: max_norm / (total + 1e-6) is (total + 1e-6).reciprocal() * max_norm, in T
   const T coef = std::min(T(1) / (total + static_cast<T>(1e-6)) * static_cast<T>(max_norm), T(1));
-  for (const auto& g : grads) {
-    tensor<T> w = g;
-    w *= coef;
-  }
+  for (const auto& g : grads) ember::detail::assign_raw(g, g * coef, "clip_grad_norm_");
   return ember::full<T>({}, total);
 }
 
@@ -81,10 +86,7 @@ template <class T>
 void clip_value(const std::vector<tensor<T>>& grads, double clip_value) {
   no_grad_guard ng;
   const T c = static_cast<T>(clip_value);
-  for (const auto& g : grads) {
-    tensor<T> w = g;
-    w.copy_(ember::clamp(w, -c, c));
-  }
+  for (const auto& g : grads) ember::detail::assign_raw(g, ember::clamp(g, -c, c), "clip_grad_value_");
 }
 
 }  // namespace detail
