@@ -10,6 +10,7 @@
 #include <ember/core/view_strides.hpp>
 #include <ember/eval/strided.hpp>
 #include <ember/expr/concepts.hpp>
+#include <ember/jit/record.hpp>
 
 #include <algorithm>
 #include <functional>
@@ -192,6 +193,15 @@ class tensor {
     if (dim() == 0) return reshaped(make_view(s, st, impl().offset), "transpose");
     std::swap(s[d0], s[d1]);
     std::swap(st[d0], st[d1]);
+    if (const jit::detail::op_scope traced; traced) {
+      std::vector<std::int64_t> order(static_cast<std::size_t>(dim()));
+      std::iota(order.begin(), order.end(), std::int64_t{0});
+      std::swap(order[static_cast<std::size_t>(d0)], order[static_cast<std::size_t>(d1)]);
+      return traced_view(traced, grad_view(make_view(s, st, impl().offset), nullptr,
+                                           [d0, d1](const tensor& g) { return g.transpose(d0, d1); },
+                                           "transpose"),
+                         op::permute, {{"dims", std::move(order)}});
+    }
     return grad_view(make_view(s, st, impl().offset), nullptr,
                      [d0, d1](const tensor& g) { return g.transpose(d0, d1); }, "transpose");
   }
@@ -218,8 +228,13 @@ class tensor {
     ember::shape inverse(dims.size());
     for (std::size_t i = 0; i < dims.size(); ++i)
       inverse[static_cast<std::size_t>(wrap(dims[i], "permute"))] = static_cast<std::int64_t>(i);
-    return grad_view(make_view(s, st, impl().offset), nullptr,
-                     [inverse](const tensor& g) { return g.permute(inverse); }, "permute");
+    const jit::detail::op_scope traced;
+    tensor out = grad_view(make_view(s, st, impl().offset), nullptr,
+                           [inverse](const tensor& g) { return g.permute(inverse); }, "permute");
+    if (!traced) return out;
+    std::vector<std::int64_t> order;
+    for (auto d : dims) order.push_back(wrap(d, "permute"));
+    return traced_view(traced, std::move(out), op::permute, {{"dims", std::move(order)}});
   }
 
   /// Moves dimension `src` to position `dst`, keeping the others in order.
@@ -252,9 +267,14 @@ class tensor {
     ember::shape s = shape(), st = strides();
     s[d] = (end - start + step - 1) / step;
     st[d] *= step;
-    return grad_view(make_view(s, st, impl().offset + (s[d] > 0 ? start * strides()[d] : 0)),
-                     [d, start, end, step](const tensor& b) { return b.slice(d, start, end, step); },
-                     nullptr, "slice");
+    const jit::detail::op_scope traced;
+    tensor out =
+        grad_view(make_view(s, st, impl().offset + (s[d] > 0 ? start * strides()[d] : 0)),
+                  [d, start, end, step](const tensor& b) { return b.slice(d, start, end, step); },
+                  nullptr, "slice");
+    if (!traced) return out;
+    return traced_view(traced, std::move(out), op::slice,
+                       {{"dim", d}, {"start", start}, {"end", end}, {"step", step}});
   }
 
   /// Elements [start, start + length) along dim; out-of-range bounds are an error.
@@ -280,8 +300,11 @@ class tensor {
     ember::shape s = shape(), st = strides();
     s.erase(s.begin() + d);
     st.erase(st.begin() + d);
-    return grad_view(make_view(s, st, impl().offset + i * strides()[d]),
-                     [d, i](const tensor& b) { return b.select(d, i); }, nullptr, "select");
+    const jit::detail::op_scope traced;
+    tensor out = grad_view(make_view(s, st, impl().offset + i * strides()[d]),
+                           [d, i](const tensor& b) { return b.select(d, i); }, nullptr, "select");
+    if (!traced) return out;
+    return traced_view(traced, std::move(out), op::select, {{"dim", d}, {"index", i}});
   }
   tensor operator[](std::int64_t i) const { return select(0, i); }
 
@@ -337,11 +360,13 @@ class tensor {
       s[i] = want;
       st[i] = want == cur ? strides()[i - lead] : 0;
     }
+    const jit::detail::op_scope traced;
     tensor out = make_view(s, st, impl().offset);
     if constexpr (differentiable) {
-      if (tracks_grad()) return autograd::detail::record_expand(*this, std::move(out));
+      if (tracks_grad()) out = autograd::detail::record_expand(*this, std::move(out));
     }
-    return out;
+    if (!traced) return out;
+    return traced_view(traced, std::move(out), op::expand, {{"shape", jit::detail::ints(target)}});
   }
   template <class U>
   tensor expand_as(const tensor<U>& other) const {
@@ -400,8 +425,10 @@ class tensor {
 
   /// A new contiguous tensor with a copy of the data.
   tensor clone() const {
+    const jit::detail::op_scope traced;
     tensor out = detail::make_tensor<T>(shape(), device());
     out.copy_from(*this);
+    if (traced) traced.record(op::contiguous, out, {}, *this);
     if constexpr (differentiable) {
       if (tracks_grad()) return autograd::detail::record_identity(*this, std::move(out), "clone_backward");
     }
@@ -417,11 +444,13 @@ class tensor {
     if constexpr (std::is_same_v<U, T>) {
       return *this;
     } else {
+      const jit::detail::op_scope traced;
       tensor<U> out = detail::make_tensor<U>(shape(), device());
       {
         no_grad_guard ng;
         out.copy_(*this);
       }
+      if (traced) traced.record(op::cast, out, {}, *this);
       if constexpr (differentiable && is_floating_v<U> && !std::is_same_v<U, half> &&
                     !std::is_same_v<U, bfloat16>) {
         if (tracks_grad()) return autograd::detail::record_convert<U>(*this, std::move(out));
@@ -454,6 +483,8 @@ class tensor {
     check_writable("copy_");
     detail::check(src.device() == device(), errc::device, "copy_: source on ", src.device(),
                   ", destination on ", device(), "; move it with .to(device) first");
+    const jit::detail::op_scope traced;
+    if (traced) traced_copy(traced, src);
     if constexpr (differentiable) {
       if (is_grad_enabled() && (requires_grad() || src.requires_grad())) {
       autograd::detail::check_inplace(*this, "copy_");
@@ -520,6 +551,13 @@ class tensor {
       }
     }
     const T value = convert<T>(v);
+    if (const jit::detail::op_scope traced; traced) {
+      auto& r = traced.get();
+      const int c = r.emit(op::scalar, {}, {{"value", static_cast<double>(value)}}, {{dtype(), {}}});
+      const int id = r.emit(op::expand, {c}, {{"shape", jit::detail::ints(shape())}}, {{dtype(), shape()}});
+      r.wrote_in_place(impl_ptr(), "fill_");
+      r.bind(impl_ptr(), id);
+    }
     detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
     impl().storage->bump_version();
     return *this;
@@ -531,6 +569,7 @@ class tensor {
   T item() const {
     detail::check(defined() && numel() == 1, errc::shape, "item: expects a tensor with one ",
                   "element, got shape ", defined() ? shape() : ember::shape{});
+    if (jit::detail::tracing()) jit::detail::active_recorder->host_read(impl_ptr(), "item()");
     if (device().is_cpu()) return *data();
     T v;
     detail::copy_bytes(&v, ember::cpu, data(), device(), sizeof(T));
@@ -682,8 +721,28 @@ class tensor {
     if (impl().autograd) impl_->autograd->requires_grad = false;
   }
 
+  /// Records `out` (a view of this tensor) as kind(this) in the trace.
+  tensor traced_view(const jit::detail::op_scope& traced, tensor out, op kind,
+                     jit::attributes attrs) const {
+    traced.record(kind, out, std::move(attrs), *this);
+    return out;
+  }
+  /// Records `this = src` (converted, broadcast) in the trace.
+  template <class U>
+  void traced_copy(const jit::detail::op_scope& traced, const tensor<U>& src) const {
+    auto& r = traced.get();
+    int id = r.value_of(src.impl_ptr());
+    if (!std::is_same_v<U, T>) id = r.emit(op::cast, {id}, {}, {{dtype(), src.shape()}});
+    if (src.shape() != shape())
+      id = r.emit(op::expand, {id}, {{"shape", jit::detail::ints(shape())}}, {{dtype(), shape()}});
+    r.wrote_in_place(impl_ptr(), "copy_");
+    r.bind(impl_ptr(), id);
+  }
+
   /// A view whose gradient is the incoming one reshaped to this shape.
   tensor reshaped(tensor out, const char* name) const {
+    if (const jit::detail::op_scope traced; traced)
+      traced.record(op::reshape, out, {{"shape", jit::detail::ints(out.shape())}}, *this);
     if constexpr (differentiable) {
       if (tracks_grad()) {
         const ember::shape s = shape();

@@ -10,7 +10,9 @@
 //   auto y = cube::apply(p);
 #pragma once
 
+#include <ember/any_tensor.hpp>
 #include <ember/autograd/engine.hpp>
+#include <ember/jit/custom.hpp>
 #include <ember/tensor.hpp>
 
 #include <any>
@@ -149,6 +151,24 @@ template <class Derived>
 struct function {
   template <class... Args>
   static auto apply(const Args&... args) {
+    const jit::detail::op_scope traced;
+    auto out = apply_untraced(args...);
+    if (traced) {
+      if constexpr (requires { Derived::name; } && (is_tensor_v<Args> && ...)) {
+        jit::register_function<Derived, Args...>();
+        std::vector<any_tensor> ins{any_tensor(args)...};
+        traced.record_list(op::custom, out, {{"name", std::string(Derived::name)}}, ins);
+      } else {
+        ember::detail::check(false, errc::not_implemented, "jit::trace: a custom function needs a "
+                             "`static constexpr const char* name` and only tensor arguments to be "
+                             "traced");
+      }
+    }
+    return out;
+  }
+
+  template <class... Args>
+  static auto apply_untraced(const Args&... args) {
     auto ctx = std::make_shared<context>();
     using R = decltype(Derived::forward(*ctx, args...));
     static_assert(is_tensor_v<R>, "autograd::function: forward must return a tensor<T>");

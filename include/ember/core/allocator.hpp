@@ -232,6 +232,21 @@ inline allocator& allocator_for(device d) {
   return *a;
 }
 
+namespace cuda {
+/// True when a CUDA backend is linked in and sees at least one GPU.
+inline bool is_available() {
+  auto& reg = detail::cuda_allocators();
+  return reg.get != nullptr && reg.get(0) != nullptr;
+}
+/// The number of GPUs the CUDA backend sees (0 without one).
+inline int device_count() {
+  auto& reg = detail::cuda_allocators();
+  int n = 0;
+  while (reg.get != nullptr && n < 64 && reg.get(n) != nullptr) ++n;
+  return n;
+}
+}  // namespace cuda
+
 /// Allocator counters of a device: `em::memory_stats().in_use`, `.peak`, `.cached`, ...
 inline allocator_stats memory_stats(device d = cpu) { return allocator_for(d).stats(); }
 

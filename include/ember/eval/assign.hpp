@@ -5,6 +5,7 @@
 #include <ember/core/parallel.hpp>
 #include <ember/eval/evaluator.hpp>
 #include <ember/eval/strided.hpp>
+#include <ember/jit/record_expr.hpp>
 #include <ember/tensor.hpp>
 
 #include <array>
@@ -263,7 +264,9 @@ tensor<typename E::value_type> evaluate_raw(const E& e) {
 template <class E>
 tensor<typename E::value_type> evaluate(const E& e) {
   using T = typename E::value_type;
+  jit::detail::op_scope traced;
   tensor<T> out = evaluate_raw(e);
+  if (traced) jit::detail::record_expression(traced, e, out);
   if constexpr (EMBER_AUTOGRAD && is_floating_v<T>)
     if (autograd::detail::expression_requires_grad(e)) return record_fused(std::move(out), e);
   return out;
@@ -298,6 +301,17 @@ void assign_unrecorded(const tensor<T>& dst, const E& e) {
 template <class T, class E>
 void assign(const tensor<T>& dst, const E& e, const char* op) {
   check_assign(dst, e, op);
+  const jit::detail::op_scope traced;
+  if (traced) {  // traced as out-of-place: dst then holds the new value
+    const int v = jit::detail::emit_expr(traced.get(), e);
+    const int id = e.shape() == dst.shape()
+                       ? v
+                       : traced.get().emit(ember::op::expand, {v},
+                                           {{"shape", jit::detail::ints(dst.shape())}},
+                                           {{dtype_of<T>, dst.shape()}});
+    traced.get().wrote_in_place(dst.impl_ptr(), op);
+    traced.get().bind(dst.impl_ptr(), id);
+  }
   if constexpr (EMBER_AUTOGRAD) {
     if (is_grad_enabled() &&
         (dst.requires_grad() || autograd::detail::expression_requires_grad(e))) {

@@ -471,10 +471,46 @@ tensor<T> prod_backward(const tensor<T>& x, const tensor<T>& out_k, const tensor
   return r.permute(inv).contiguous();
 }
 
+/// The reduced dims of a mask, as a trace attribute.
+inline std::vector<std::int64_t> mask_dims(const std::vector<bool>& mask) {
+  std::vector<std::int64_t> dims;
+  for (std::size_t d = 0; d < mask.size(); ++d)
+    if (mask[d]) dims.push_back(static_cast<std::int64_t>(d));
+  return dims;
+}
+
+/// Records out = kind(e) over mask in the trace (e's own nodes first).
+template <class E, class Out>
+void record_reduction(const jit::detail::op_scope& traced, op kind, const E& e, const Out& out,
+                      const std::vector<bool>& mask, bool keepdim, jit::attributes attrs = {}) {
+  const int in = jit::detail::emit_expr(traced.get(), e);
+  attrs["dims"] = mask_dims(mask);
+  attrs["keepdim"] = std::int64_t{keepdim};
+  const int id = traced.get().emit(kind, {in}, std::move(attrs), {{out.dtype(), out.shape()}});
+  traced.get().bind(out.impl_ptr(), id);
+}
+
+template <class Op, class E>
+tensor<typename E::value_type> reduce_recorded(const E& e, const std::vector<bool>& mask, bool keepdim);
+
 /// Op over mask with autograd: sum records one node over the whole expression (Note [Fused
 /// backward]); prod/amax/amin materialize their input and record a hand-written node.
 template <class Op, class E>
 tensor<typename E::value_type> reduce(const E& e, const std::vector<bool>& mask, bool keepdim) {
+  const jit::detail::op_scope traced;
+  auto out = reduce_recorded<Op>(e, mask, keepdim);
+  if (traced) {
+    constexpr op kind = std::is_same_v<Op, sum_op>    ? op::sum
+                        : std::is_same_v<Op, prod_op> ? op::prod
+                        : std::is_same_v<Op, max_op>  ? op::amax
+                                                      : op::amin;
+    record_reduction(traced, kind, e, out, mask, keepdim);
+  }
+  return out;
+}
+
+template <class Op, class E>
+tensor<typename E::value_type> reduce_recorded(const E& e, const std::vector<bool>& mask, bool keepdim) {
   using T = typename E::value_type;
   if constexpr (!EMBER_AUTOGRAD || !is_floating_v<T> || std::is_same_v<T, half> ||
                 std::is_same_v<T, bfloat16>) {
@@ -540,6 +576,7 @@ tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, boo
   const tensor<T> x = [&] {
     if constexpr (is_tensor_v<E>) return e; else return evaluate(e);
   }();
+  const jit::detail::op_scope traced;
   // as PyTorch: an empty tensor is fine along a dim of non-zero size (an empty result)
   check(x.numel() > 0 || (dim && x.dim() > 0 && x.shape()[wrap_dim(*dim, x.dim(), op)] > 0),
         errc::index, op, ": cannot take the ", Max ? "argmax" : "argmin",
@@ -573,6 +610,11 @@ tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, boo
     }
     q[r] = best;
   }
+  if (traced) {
+    jit::attributes attrs{{"keepdim", std::int64_t{keepdim}}};
+    if (dim) attrs["dim"] = d;
+    traced.record(Max ? ember::op::argmax : ember::op::argmin, out, std::move(attrs), x);
+  }
   return out;
 }
 
@@ -582,11 +624,17 @@ tensor<T> sum_all(const tensor<T>& t) {
 }
 template <class T>
 tensor<T> mean_all(const tensor<T>& t) {
+  const jit::detail::op_scope traced;
+  const std::vector<bool> mask(t.shape().size(), true);
+  tensor<T> s;
   if constexpr (is_floating_v<T>) {
-    if (t.requires_grad() && is_grad_enabled()) return sum_all(t) / static_cast<T>(t.numel());
+    if (t.requires_grad() && is_grad_enabled()) s = sum_all(t) / static_cast<T>(t.numel());
   }
-  tensor<T> s = sum_all(t);
-  *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
+  if (!s.defined()) {
+    s = sum_all(t);
+    *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
+  }
+  if (traced) record_reduction(traced, op::mean, expr::leaf<T>(t), s, mask, false);
   return s;
 }
 
@@ -640,20 +688,28 @@ template <class E>
 reduced_t<E> mean_impl(const E& e, const std::vector<bool>& mask, bool keepdim) {
   using T = value_type_t<E>;
   static_assert(is_floating_v<T>, "ember::mean: needs a floating-point expression");
+  const jit::detail::op_scope traced;
   auto s = reduce<sum_op>(as_expr(e), mask, keepdim);
   const auto n = static_cast<T>(reduced_count(e.shape(), mask));
-  return autograd::detail::label_grad_fn(tensor<T>(s / n), "mean_backward");  // NaN if empty
+  auto out = autograd::detail::label_grad_fn(tensor<T>(s / n), "mean_backward");  // NaN if empty
+  if (traced) record_reduction(traced, op::mean, as_expr(e), out, mask, keepdim);
+  return out;
 }
 template <class E>
 reduced_t<E> var_impl(const E& e, const std::vector<bool>& mask, bool unbiased, bool keepdim) {
   using T = value_type_t<E>;
   static_assert(is_floating_v<T>, "ember::var: needs a floating-point expression");
   // two passes: the mean, then the mean squared deviation (no cancellation of E[x^2]-E[x]^2)
+  const jit::detail::op_scope traced;
   const tensor<T> m = mean_impl(e, mask, true);
   auto ss = reduce<sum_op>(as_expr(square(as_expr(e) - m)), mask, keepdim);
   const std::int64_t n = reduced_count(e.shape(), mask);
   const T denom = static_cast<T>(std::max<std::int64_t>(n - (unbiased ? 1 : 0), 0));
-  return autograd::detail::label_grad_fn(tensor<T>(ss / denom), "var_backward");
+  auto out = autograd::detail::label_grad_fn(tensor<T>(ss / denom), "var_backward");
+  if (traced)
+    record_reduction(traced, op::var, as_expr(e), out, mask, keepdim,
+                     {{"correction", std::int64_t{unbiased ? 1 : 0}}});
+  return out;
 }
 }  // namespace detail
 
@@ -716,6 +772,7 @@ detail::reduced_t<E> logsumexp(const E& e, const shape& dims, bool keepdim = fal
   static_assert(is_floating_v<T>, "ember::logsumexp: needs a floating-point expression");
   const auto mask = detail::reduction_mask(e.shape(), dims, "logsumexp");
   const tensor<T> x = detail::as_expr(e).eval();
+  const jit::detail::op_scope traced;
   tensor<T> safe;
   {  // the shift is a constant for autograd: d/dx log(sum(exp(x - m))) + m does not need dm/dx
     no_grad_guard ng;
@@ -724,7 +781,9 @@ detail::reduced_t<E> logsumexp(const E& e, const shape& dims, bool keepdim = fal
   }
   tensor<T> s = detail::reduce<detail::sum_op>(exp(x - safe), mask, keepdim);
   const tensor<T> ms = keepdim ? safe : safe.reshape(s.shape());
-  return log(s) + ms;
+  tensor<T> out = log(s) + ms;
+  if (traced) detail::record_reduction(traced, op::logsumexp, expr::leaf<T>(x), out, mask, keepdim);
+  return out;
 }
 template <operand E>
 detail::reduced_t<E> logsumexp(const E& e, std::int64_t dim, bool keepdim = false) {

@@ -26,6 +26,11 @@ enum class op : std::uint16_t {
   std = 88, norm = 89, logsumexp = 90,
   // non-elementwise ops follow from 100 (kernels, nn), appended by their issues
   softmax = 100, log_softmax = 101,
+  // graph-level ops (jit): recorded by the tracer, run by the interpreter, exported to ONNX
+  matmul = 102, linear = 103, conv2d = 104, batch_norm = 105, layer_norm = 106, group_norm = 107,
+  max_pool2d = 108, avg_pool2d = 109, adaptive_avg_pool2d = 110, reshape = 111, permute = 112,
+  expand = 113, slice = 114, select = 115, cat = 116, embedding = 117,
+  scaled_dot_product_attention = 118, fused = 119, custom = 120, contiguous = 121, stack = 122,
 };
 
 /// The op's name as it appears in graphs and messages.
@@ -92,8 +97,47 @@ constexpr std::string_view name(op o) noexcept {
     case op::logsumexp: return "logsumexp";
     case op::softmax: return "softmax";
     case op::log_softmax: return "log_softmax";
+    case op::matmul: return "matmul";
+    case op::linear: return "linear";
+    case op::conv2d: return "conv2d";
+    case op::batch_norm: return "batch_norm";
+    case op::layer_norm: return "layer_norm";
+    case op::group_norm: return "group_norm";
+    case op::max_pool2d: return "max_pool2d";
+    case op::avg_pool2d: return "avg_pool2d";
+    case op::adaptive_avg_pool2d: return "adaptive_avg_pool2d";
+    case op::reshape: return "reshape";
+    case op::permute: return "permute";
+    case op::expand: return "expand";
+    case op::slice: return "slice";
+    case op::select: return "select";
+    case op::cat: return "cat";
+    case op::embedding: return "embedding";
+    case op::scaled_dot_product_attention: return "scaled_dot_product_attention";
+    case op::fused: return "fused";
+    case op::custom: return "custom";
+    case op::contiguous: return "contiguous";
+    case op::stack: return "stack";
   }
   return "unknown";
+}
+
+/// Every op value, in enum order (for lookups by name: the graph parser, loaders).
+inline constexpr op all_ops[] = {
+    op::leaf, op::scalar, op::neg, op::abs, op::exp, op::expm1, op::log, op::log1p, op::log2,
+    op::sqrt, op::rsqrt, op::square, op::sin, op::cos, op::tanh, op::sigmoid, op::relu, op::gelu,
+    op::gelu_tanh, op::silu, op::softplus, op::sign, op::floor, op::ceil, op::round,
+    op::reciprocal, op::erf, op::logical_not, op::add, op::sub, op::mul, op::div, op::pow,
+    op::maximum, op::minimum, op::eq, op::ne, op::lt, op::le, op::gt, op::ge, op::logical_and,
+    op::logical_or, op::where, op::clamp, op::leaky_relu, op::elu, op::cast, op::sum, op::mean,
+    op::prod, op::amax, op::amin, op::argmax, op::argmin, op::var, op::std, op::norm,
+    op::logsumexp, op::softmax, op::log_softmax, op::matmul, op::linear, op::conv2d, op::batch_norm, op::layer_norm, op::group_norm, op::max_pool2d, op::avg_pool2d, op::adaptive_avg_pool2d, op::reshape, op::permute, op::expand, op::slice, op::select, op::cat, op::embedding, op::scaled_dot_product_attention, op::fused, op::custom, op::contiguous, op::stack,
+};
+
+/// True for the elementwise ops (unary, binary, ternary, parameterized, cast; not leaves).
+constexpr bool is_elementwise(op o) noexcept {
+  const auto v = static_cast<std::uint16_t>(o);
+  return v >= 2 && v <= 64;
 }
 
 }  // namespace ember

@@ -243,8 +243,28 @@ tensor<T> attention_weights(const tensor<T>& q, const tensor<T>& k, const tensor
 
 /// attention_forward plus the recorded backward (Note [Attention backward]).
 template <class T, class M>
+tensor<T> attention_untraced(const tensor<T>& q, const tensor<T>& k, const tensor<T>& v,
+                             const tensor<M>& mask, const nn::functional::attention_options& o);
+
+template <class T, class M>
 tensor<T> attention(const tensor<T>& q, const tensor<T>& k, const tensor<T>& v,
                     const tensor<M>& mask, const nn::functional::attention_options& o) {
+  const jit::detail::op_scope traced;
+  tensor<T> out = attention_untraced(q, k, v, mask, o);
+  if (traced) {
+    check(o.dropout_p == 0, errc::not_implemented,
+          "jit::trace: scaled_dot_product_attention with dropout_p > 0 cannot be traced");
+    jit::attributes attrs{{"is_causal", std::int64_t{o.is_causal}}};
+    if (o.scale) attrs["scale"] = *o.scale;
+    if (mask.defined()) traced.record(op::scaled_dot_product_attention, out, std::move(attrs), q, k, v, mask);
+    else traced.record(op::scaled_dot_product_attention, out, std::move(attrs), q, k, v);
+  }
+  return out;
+}
+
+template <class T, class M>
+tensor<T> attention_untraced(const tensor<T>& q, const tensor<T>& k, const tensor<T>& v,
+                             const tensor<M>& mask, const nn::functional::attention_options& o) {
   attention_result<T> r;
   {
     no_grad_guard ng;

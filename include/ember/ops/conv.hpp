@@ -482,11 +482,34 @@ tensor<T> conv_backward_node(const conv_args& a, const tensor<T>& x, const tenso
       });
 }
 
+template <class T>
+tensor<T> conv_untraced(const conv_args& a, const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias);
+
 /// conv1d/conv2d/conv_transpose*d for any accepted rank: checks, views the input as 4-D
 /// (unbatched inputs get a batch of 1, 1-D ones a height of 1), runs, views the result back,
 /// and records the backward node (Note [Conv backward]).
 template <class T>
 tensor<T> conv_entry(const conv_args& a, const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
+  const jit::detail::op_scope traced;
+  tensor<T> y = conv_untraced(a, x, w, bias);
+  if (traced) {
+    check(a.sd == 2 && !a.transposed && x.dim() == 4, errc::not_implemented,
+          "jit::trace: ", a.op, " on an input of shape ", x.shape(),
+          " cannot be traced (conv2d on (N, C, H, W) inputs can)");
+    tensor<T> b = bias;
+    if (!b.defined()) b = make_tensor<T>({w.size(0)}).zero_();
+    traced.record(op::conv2d, y,
+                  {{"stride", std::vector<std::int64_t>{a.stride.h, a.stride.w}},
+                   {"padding", std::vector<std::int64_t>{a.padding.h, a.padding.w}},
+                   {"dilation", std::vector<std::int64_t>{a.dilation.h, a.dilation.w}},
+                   {"groups", a.groups}},
+                  x, w, b);
+  }
+  return y;
+}
+
+template <class T>
+tensor<T> conv_untraced(const conv_args& a, const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
   const size2 out = check_conv(a, x, w, bias);
   const bool unbatched = x.dim() == a.sd + 1;
   tensor<T> y;

@@ -173,6 +173,7 @@ template <operand E>
 tensor<value_type_t<E>> dropout(const E& input, double p = 0.5, bool training = true) {
   using T = value_type_t<E>;
   const tensor<T> x = ember::detail::materialize(input);
+  if (training && p > 0) jit::detail::untraceable("dropout in training mode (call eval() first)");
   ember::detail::dropout_result<T> r;
   {
     no_grad_guard ng;

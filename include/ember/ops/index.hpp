@@ -641,10 +641,17 @@ tensor<T> embedding_recorded(const tensor<I>& idx, const tensor<T>& w,
         "(num_embeddings, embedding_dim), got shape ", w.shape());
   shape s = idx.shape();
   s.push_back(w.size(1));
+  const jit::detail::op_scope traced;
   tensor<T> out;
   {
     no_grad_guard ng;
     out = index_select_impl(w, 0, idx.reshape({idx.numel()}), "embedding").view(s);
+  }
+  if (traced) {
+    check((std::is_same_v<I, std::int64_t>), errc::not_implemented,
+          "jit::trace: embedding with ", dtype_of<I>, " indices cannot be traced (use int64)");
+    traced.record(op::embedding, out, {{"padding_idx", std::int64_t{padding_idx.value_or(-1)}}},
+                  idx, w);
   }
   if constexpr (index_grad_v<T>) {
     if (autograd::detail::any_requires_grad(w)) {

@@ -151,7 +151,23 @@ tensor<T> record_list(std::string name, tensor<T> out, const std::vector<tensor<
 }
 
 template <class T>
+tensor<T> cat_untraced(const std::vector<tensor<T>>& ts, std::int64_t dim);
+
+template <class T>
 tensor<T> cat_recorded(const std::vector<tensor<T>>& ts, std::int64_t dim) {
+  const jit::detail::op_scope traced;
+  tensor<T> out = cat_untraced(ts, dim);
+  if (traced) {
+    for (const tensor<T>& t : ts)
+      check(t.dim() == out.dim(), errc::not_implemented, "jit::trace: cat of tensors of ",
+            "different ranks (legacy empty inputs) cannot be traced");
+    traced.record_list(op::cat, out, {{"dim", wrap_dim(dim, out.dim(), "cat")}}, ts);
+  }
+  return out;
+}
+
+template <class T>
+tensor<T> cat_untraced(const std::vector<tensor<T>>& ts, std::int64_t dim) {
   tensor<T> out;
   {
     no_grad_guard ng;
@@ -179,11 +195,13 @@ tensor<T> cat_recorded(const std::vector<tensor<T>>& ts, std::int64_t dim) {
 
 template <class T>
 tensor<T> stack_recorded(const std::vector<tensor<T>>& ts, std::int64_t dim) {
+  const jit::detail::op_scope traced;
   tensor<T> out;
   {
     no_grad_guard ng;
     out = stack_impl(ts, dim);
   }
+  if (traced) traced.record_list(op::stack, out, {{"dim", wrap_dim(dim, out.dim(), "stack")}}, ts);
   if constexpr (index_grad_v<T>) {
     const std::int64_t d = wrap_dim(dim, out.dim(), "stack"), n = out.size(d);
     out = record_list<T>("stack_backward", std::move(out), ts, [d, n](const tensor<T>& g) {

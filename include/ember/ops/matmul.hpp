@@ -233,25 +233,27 @@ tensor<value_type_t<A>> matmul(const A& a_in, const B& b_in) {
   detail::matmul_check_types<T, value_type_t<B>>();
   const tensor<T> a = detail::materialize(a_in);
   const tensor<T> b = detail::materialize(b_in);
-  tensor<T> out;
-  {
-    no_grad_guard ng;
-    out = detail::matmul_forward(a, b);
-  }
-  if constexpr (std::is_floating_point_v<T>) {
-    if (!autograd::detail::any_requires_grad(a, b)) return out;
-    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-    // grad_a needs b, grad_b needs a: save only those
-    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
-    return autograd::detail::record<T>(
-        "matmul_backward", std::move(out), {a, b},
-        [sa, sb, as = a.shape(), bs = b.shape(), need_a, need_b](const tensor<T>& g) {
-          return detail::matmul_backward(g, sa.unpack("matmul_backward"),
-                                         sb.unpack("matmul_backward"), as, bs, need_a, need_b);
-        });
-  } else {
-    return out;
-  }
+  return jit::detail::traced_op(op::matmul, {}, [&]() -> tensor<T> {
+    tensor<T> out;
+    {
+      no_grad_guard ng;
+      out = detail::matmul_forward(a, b);
+    }
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!autograd::detail::any_requires_grad(a, b)) return out;
+      const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+      // grad_a needs b, grad_b needs a: save only those
+      autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+      return autograd::detail::record<T>(
+          "matmul_backward", std::move(out), {a, b},
+          [sa, sb, as = a.shape(), bs = b.shape(), need_a, need_b](const tensor<T>& g) {
+            return detail::matmul_backward(g, sa.unpack("matmul_backward"),
+                                           sb.unpack("matmul_backward"), as, bs, need_a, need_b);
+          });
+    } else {
+      return out;
+    }
+  }, a, b);
 }
 
 /// Product of two matrices (both 2-D): (m,k) · (k,n) -> (m,n). grad_fn "mm_backward".
@@ -261,27 +263,29 @@ tensor<value_type_t<A>> mm(const A& a_in, const B& b_in) {
   detail::matmul_check_types<T, value_type_t<B>>();
   const tensor<T> a = detail::materialize(a_in);
   const tensor<T> b = detail::materialize(b_in);
-  detail::matmul_check_devices(a, b, "mm");
-  detail::check(a.dim() == 2 && b.dim() == 2, errc::shape, "mm: expects two 2-D tensors, got ",
-                "shapes ", a.shape(), " and ", b.shape());
-  detail::check(a.size(1) == b.size(0), errc::shape, "mm: cannot multiply ", a.shape(), " by ",
-                b.shape());
-  tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)});
-  detail::matmul_into(a, b, out, T(1), T(0));
-  if constexpr (std::is_floating_point_v<T>) {
-    if (!autograd::detail::any_requires_grad(a, b)) return out;
-    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
-    return autograd::detail::record<T>(
-        "mm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
-          std::vector<tensor<T>> grads(2);
-          if (need_a) grads[0] = ember::mm(g, sb.unpack("mm_backward").t());
-          if (need_b) grads[1] = ember::mm(sa.unpack("mm_backward").t(), g);
-          return grads;
-        });
-  } else {
-    return out;
-  }
+  return jit::detail::traced_op(op::matmul, {}, [&]() -> tensor<T> {
+    detail::matmul_check_devices(a, b, "mm");
+    detail::check(a.dim() == 2 && b.dim() == 2, errc::shape, "mm: expects two 2-D tensors, got ",
+                  "shapes ", a.shape(), " and ", b.shape());
+    detail::check(a.size(1) == b.size(0), errc::shape, "mm: cannot multiply ", a.shape(), " by ",
+                  b.shape());
+    tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)});
+    detail::matmul_into(a, b, out, T(1), T(0));
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!autograd::detail::any_requires_grad(a, b)) return out;
+      const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+      autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+      return autograd::detail::record<T>(
+          "mm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
+            std::vector<tensor<T>> grads(2);
+            if (need_a) grads[0] = ember::mm(g, sb.unpack("mm_backward").t());
+            if (need_b) grads[1] = ember::mm(sa.unpack("mm_backward").t(), g);
+            return grads;
+          });
+    } else {
+      return out;
+    }
+  }, a, b);
 }
 
 /// Batched product of two stacks of matrices with the same batch size (no broadcasting):
@@ -292,27 +296,29 @@ tensor<value_type_t<A>> bmm(const A& a_in, const B& b_in) {
   detail::matmul_check_types<T, value_type_t<B>>();
   const tensor<T> a = detail::materialize(a_in);
   const tensor<T> b = detail::materialize(b_in);
-  detail::matmul_check_devices(a, b, "bmm");
-  detail::check(a.dim() == 3 && b.dim() == 3, errc::shape, "bmm: expects two 3-D tensors, got ",
-                "shapes ", a.shape(), " and ", b.shape());
-  detail::check(a.size(0) == b.size(0) && a.size(2) == b.size(1), errc::shape,
-                "bmm: cannot multiply ", a.shape(), " by ", b.shape());
-  tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)});
-  detail::matmul_into(a, b, out, T(1), T(0));
-  if constexpr (std::is_floating_point_v<T>) {
-    if (!autograd::detail::any_requires_grad(a, b)) return out;
-    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-    autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
-    return autograd::detail::record<T>(
-        "bmm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
-          std::vector<tensor<T>> grads(2);
-          if (need_a) grads[0] = ember::bmm(g, sb.unpack("bmm_backward").transpose(1, 2));
-          if (need_b) grads[1] = ember::bmm(sa.unpack("bmm_backward").transpose(1, 2), g);
-          return grads;
-        });
-  } else {
-    return out;
-  }
+  return jit::detail::traced_op(op::matmul, {}, [&]() -> tensor<T> {
+    detail::matmul_check_devices(a, b, "bmm");
+    detail::check(a.dim() == 3 && b.dim() == 3, errc::shape, "bmm: expects two 3-D tensors, got ",
+                  "shapes ", a.shape(), " and ", b.shape());
+    detail::check(a.size(0) == b.size(0) && a.size(2) == b.size(1), errc::shape,
+                  "bmm: cannot multiply ", a.shape(), " by ", b.shape());
+    tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)});
+    detail::matmul_into(a, b, out, T(1), T(0));
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!autograd::detail::any_requires_grad(a, b)) return out;
+      const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+      autograd::detail::saved<T> sa(need_b ? a : tensor<T>()), sb(need_a ? b : tensor<T>());
+      return autograd::detail::record<T>(
+          "bmm_backward", std::move(out), {a, b}, [sa, sb, need_a, need_b](const tensor<T>& g) {
+            std::vector<tensor<T>> grads(2);
+            if (need_a) grads[0] = ember::bmm(g, sb.unpack("bmm_backward").transpose(1, 2));
+            if (need_b) grads[1] = ember::bmm(sa.unpack("bmm_backward").transpose(1, 2), g);
+            return grads;
+          });
+    } else {
+      return out;
+    }
+  }, a, b);
 }
 
 /// Matrix times vector: (m,k) · (k) -> (m). grad_fn "mv_backward".
@@ -518,10 +524,25 @@ tensor<T> linear_impl(const tensor<T>& x, const tensor<T>& w, const tensor<T>* b
   return out;
 }
 
+template <class T>
+tensor<T> linear_untraced(const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias);
+
 /// linear with its backward (grad_fn "linear_backward"): grad_x = g · w, grad_w = gᵀ · x over
 /// all leading dims folded into rows (one GEMM), grad_bias = g summed to bias's shape.
 template <class T>
 tensor<T> linear_recorded(const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
+  const jit::detail::op_scope traced;
+  tensor<T> out = linear_untraced(x, w, bias);
+  if (traced) {
+    tensor<T> b = bias;
+    if (!b.defined()) b = make_tensor<T>({w.size(0)}).zero_();
+    traced.record(op::linear, out, {}, x, w, b);
+  }
+  return out;
+}
+
+template <class T>
+tensor<T> linear_untraced(const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias) {
   tensor<T> out;
   {
     no_grad_guard ng;

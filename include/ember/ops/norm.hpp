@@ -514,6 +514,19 @@ std::pair<tensor<T>, tensor<T>> norm_stats(const tensor<T>& x, const shape& dims
   return {std::move(mu), std::move(rs)};
 }
 
+/// t, or (for the tracer: every input of a graph op is defined) a tensor of shape s filled with v.
+template <class T>
+tensor<T> filled_or(const tensor<T>& t, const shape& s, double v) {
+  if (t.defined()) return t;
+  tensor<T> f = make_tensor<T>(s);
+  f.fill_(v);
+  return f;
+}
+template <class T>
+tensor<T> filled_or(const tensor<T>& t, std::int64_t n, double v) {
+  return filled_or(t, shape{n}, v);
+}
+
 /// Records batch_norm's backward for y = r.output (x is the materialized input).
 template <class T>
 tensor<T> batch_norm_record(const tensor<T>& x, const nn::functional::batch_norm_options<T>& o,
@@ -637,12 +650,23 @@ tensor<value_type_t<E>> batch_norm(const E& input, const tensor<value_type_t<E>>
                                    const batch_norm_options<value_type_t<E>>& options = {}) {
   using T = value_type_t<E>;
   const tensor<T> x = ember::detail::materialize(input);
+  const jit::detail::op_scope traced;
   ember::detail::batch_norm_result<T> r;
   {
     no_grad_guard ng;
     r = ember::detail::batch_norm_forward(x, running_mean, running_var, options);
   }
-  return ember::detail::batch_norm_record(x, options, std::move(r));
+  tensor<T> out = ember::detail::batch_norm_record(x, options, std::move(r));
+  if (traced) {
+    const std::int64_t C = x.dim() > 1 ? x.size(1) : 1;
+    using ember::detail::filled_or;
+    traced.record(op::batch_norm, out,
+                  {{"eps", options.eps}, {"momentum", options.momentum},
+                   {"training", std::int64_t{options.training}}},
+                  x, filled_or(running_mean, C, 0.0), filled_or(running_var, C, 1.0),
+                  filled_or(options.weight, C, 1.0), filled_or(options.bias, C, 0.0));
+  }
+  return out;
 }
 
 /// Layer normalization over the trailing dims `normalized_shape` (biased variance), then the
@@ -653,12 +677,22 @@ tensor<value_type_t<E>> layer_norm(const E& input,
                                    const layer_norm_options<value_type_t<E>>& options) {
   using T = value_type_t<E>;
   const tensor<T> x = ember::detail::materialize(input);
+  const jit::detail::op_scope traced;
   ember::detail::norm_rows_result<T> r;
   {
     no_grad_guard ng;
     r = ember::detail::layer_norm_forward(x, options);
   }
-  return ember::detail::layer_norm_record(x, options, std::move(r));
+  tensor<T> out = ember::detail::layer_norm_record(x, options, std::move(r));
+  if (traced) {
+    using ember::detail::filled_or;
+    traced.record(op::layer_norm, out,
+                  {{"normalized_shape", jit::detail::ints(options.normalized_shape)},
+                   {"eps", options.eps}},
+                  x, filled_or(options.weight, options.normalized_shape, 1.0),
+                  filled_or(options.bias, options.normalized_shape, 0.0));
+  }
+  return out;
 }
 
 /// Group normalization: the C channels of an (N, C, *) input are split into num_groups groups,
@@ -670,12 +704,20 @@ tensor<value_type_t<E>> group_norm(const E& input, std::int64_t num_groups,
                                    const group_norm_options<value_type_t<E>>& options = {}) {
   using T = value_type_t<E>;
   const tensor<T> x = ember::detail::materialize(input);
+  const jit::detail::op_scope traced;
   ember::detail::norm_rows_result<T> r;
   {
     no_grad_guard ng;
     r = ember::detail::group_norm_forward(x, num_groups, options);
   }
-  return ember::detail::group_norm_record(x, num_groups, options, std::move(r));
+  tensor<T> out = ember::detail::group_norm_record(x, num_groups, options, std::move(r));
+  if (traced) {
+    const std::int64_t C = x.dim() > 1 ? x.size(1) : 1;
+    using ember::detail::filled_or;
+    traced.record(op::group_norm, out, {{"groups", num_groups}, {"eps", options.eps}}, x,
+                  filled_or(options.weight, C, 1.0), filled_or(options.bias, C, 0.0));
+  }
+  return out;
 }
 
 }  // namespace nn::functional

@@ -515,6 +515,9 @@ std::tuple<tensor<T>, tensor<std::int64_t>> adaptive_pool_entry(const tensor<T>&
   return r;
 }
 
+template <class T>
+tensor<T> avg_pool2d_untraced(const tensor<T>& x, const nn::functional::avg_pool2d_options& opt);
+
 }  // namespace detail
 
 namespace nn::functional {
@@ -524,8 +527,17 @@ namespace nn::functional {
 ///   auto y = F::max_pool2d(x, {.kernel = 2});                 // stride = kernel
 ///   auto z = F::max_pool2d(x, {.kernel = 3, .stride = 2, .padding = 1, .ceil_mode = true});
 template <operand E>
-tensor<value_type_t<E>> max_pool2d(const E& x, const max_pool2d_options& opt) {
-  return std::get<0>(detail::max_pool2d_entry(detail::materialize(x), opt, false, "max_pool2d"));
+tensor<value_type_t<E>> max_pool2d(const E& e, const max_pool2d_options& opt) {
+  const auto x = detail::materialize(e);
+  const size2 stride = opt.stride.h == 0 && opt.stride.w == 0 ? opt.kernel : opt.stride;
+  return jit::detail::traced_op(
+      op::max_pool2d,
+      {{"kernel", std::vector<std::int64_t>{opt.kernel.h, opt.kernel.w}},
+       {"stride", std::vector<std::int64_t>{stride.h, stride.w}},
+       {"padding", std::vector<std::int64_t>{opt.padding.h, opt.padding.w}},
+       {"dilation", std::vector<std::int64_t>{opt.dilation.h, opt.dilation.w}},
+       {"ceil_mode", std::int64_t{opt.ceil_mode}}},
+      [&] { return std::get<0>(detail::max_pool2d_entry(x, opt, false, "max_pool2d")); }, x);
 }
 
 /// max_pool2d and the int64 position of each maximum, flat within its (H, W) plane (h*W + w),
@@ -543,6 +555,24 @@ template <operand E>
 tensor<value_type_t<E>> avg_pool2d(const E& e, const avg_pool2d_options& opt) {
   using T = value_type_t<E>;
   const tensor<T> x = detail::materialize(e);
+  const size2 stride = opt.stride.h == 0 && opt.stride.w == 0 ? opt.kernel : opt.stride;
+  ember::detail::check(opt.divisor_override == 0 || !jit::detail::tracing(), errc::not_implemented,
+                       "jit::trace: avg_pool2d with divisor_override cannot be traced");
+  return jit::detail::traced_op(
+      op::avg_pool2d,
+      {{"kernel", std::vector<std::int64_t>{opt.kernel.h, opt.kernel.w}},
+       {"stride", std::vector<std::int64_t>{stride.h, stride.w}},
+       {"padding", std::vector<std::int64_t>{opt.padding.h, opt.padding.w}},
+       {"ceil_mode", std::int64_t{opt.ceil_mode}},
+       {"count_include_pad", std::int64_t{opt.count_include_pad}}},
+      [&] { return detail::avg_pool2d_untraced(x, opt); }, x);
+}
+
+}  // namespace nn::functional
+
+namespace detail {
+template <class T>
+tensor<T> avg_pool2d_untraced(const tensor<T>& x, const nn::functional::avg_pool2d_options& opt) {
   tensor<T> out;
   {
     no_grad_guard ng;
@@ -564,14 +594,23 @@ tensor<value_type_t<E>> avg_pool2d(const E& e, const avg_pool2d_options& opt) {
     return std::vector<tensor<T>>{detail::avg_pool2d_backward(g, xs, opt)};
   });
 }
+}  // namespace detail
+
+namespace nn::functional {
 
 /// Mean over an output_size grid of windows that cover x (N, C, H, W) or (C, H, W); window i
 /// of n spans [floor(i*H/n), ceil((i+1)*H/n)), as PyTorch.
 ///   auto pooled = F::adaptive_avg_pool2d(x, {.output_size = 1});   // global average pool
 template <operand E>
-tensor<value_type_t<E>> adaptive_avg_pool2d(const E& x, const adaptive_avg_pool2d_options& opt) {
-  return std::get<0>(detail::adaptive_pool_entry<false>(detail::materialize(x), opt.output_size,
-                                                        "adaptive_avg_pool2d"));
+tensor<value_type_t<E>> adaptive_avg_pool2d(const E& e, const adaptive_avg_pool2d_options& opt) {
+  const auto x = detail::materialize(e);
+  return jit::detail::traced_op(
+      op::adaptive_avg_pool2d,
+      {{"output_size", std::vector<std::int64_t>{opt.output_size.h, opt.output_size.w}}},
+      [&] {
+        return std::get<0>(detail::adaptive_pool_entry<false>(x, opt.output_size, "adaptive_avg_pool2d"));
+      },
+      x);
 }
 
 /// Max over adaptive windows (as adaptive_avg_pool2d; NaN and ties as max_pool2d).

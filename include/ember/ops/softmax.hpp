@@ -109,7 +109,17 @@ tensor<value_type_t<E>> softmax_impl(const E& e, std::int64_t dim, const char* o
 /// reference cycle) and, when the backward runs with grad mode on (create_graph), is given
 /// back the node, found through a weak pointer, as grad_fn.
 template <bool Log, class T>
+tensor<T> softmax_untraced(const tensor<T>& x, std::int64_t dim, const char* op);
+
+template <bool Log, class T>
 tensor<T> softmax_recorded(const tensor<T>& x, std::int64_t dim, const char* op) {
+  return jit::detail::traced_op(Log ? ember::op::log_softmax : ember::op::softmax,
+                                {{"dim", wrap_dim(dim, std::max<std::int64_t>(x.dim(), 1), op)}},
+                                [&] { return softmax_untraced<Log>(x, dim, op); }, x);
+}
+
+template <bool Log, class T>
+tensor<T> softmax_untraced(const tensor<T>& x, std::int64_t dim, const char* op) {
   tensor<T> out;
   {
     no_grad_guard ng;

@@ -1,0 +1,446 @@
+// The graph interpreter: runs one node with ember's eager kernels (so a graph run with grad mode
+// on records autograd like eager code), and a whole graph over its inputs.
+#pragma once
+
+#include <ember/any_tensor.hpp>
+#include <ember/autograd/meta.hpp>
+#include <ember/eval/reduce.hpp>
+#include <ember/expr/operators.hpp>
+#include <ember/jit/custom.hpp>
+#include <ember/jit/fused.hpp>
+#include <ember/jit/graph.hpp>
+#include <ember/ops/attention.hpp>
+#include <ember/ops/conv.hpp>
+#include <ember/ops/index.hpp>
+#include <ember/ops/join.hpp>
+#include <ember/ops/matmul.hpp>
+#include <ember/ops/norm.hpp>
+#include <ember/ops/pool.hpp>
+#include <ember/ops/softmax.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ember::jit {
+namespace detail {
+
+/// f(tensor<T>) for the dtypes `kind` supports: floats only, or floats and int32/int64.
+template <bool Ints, class F>
+any_tensor visit_numeric(const any_tensor& x, op kind, F&& f) {
+  switch (x.dtype()) {
+    case dtype::f32: return f(x.get<float>());
+    case dtype::f64: return f(x.get<double>());
+    case dtype::i64:
+      if constexpr (Ints) return f(x.get<std::int64_t>());
+      break;
+    case dtype::i32:
+      if constexpr (Ints) return f(x.get<std::int32_t>());
+      break;
+    default: break;
+  }
+  ::ember::detail::check(false, errc::dtype, "jit: ", name(kind), " is not available for ",
+                         x.dtype(), " tensors (shape ", x.shape(), ")");
+  return {};
+}
+
+/// The graph's element types: f32, f64, i32, i64, bool.
+template <class F>
+any_tensor visit_graph_dtype(const any_tensor& x, const char* what, F&& f) {
+  switch (x.dtype()) {
+    case dtype::f32: return f(x.get<float>());
+    case dtype::f64: return f(x.get<double>());
+    case dtype::i64: return f(x.get<std::int64_t>());
+    case dtype::i32: return f(x.get<std::int32_t>());
+    case dtype::boolean: return f(x.get<bool>());
+    default: break;
+  }
+  ::ember::detail::check(false, errc::dtype, "jit: ", what, " is not available for ", x.dtype(),
+                         " tensors (shape ", x.shape(), ")");
+  return {};
+}
+template <class F>
+any_tensor visit_graph_dtype(dtype t, const char* what, F&& f) {
+  switch (t) {
+    case dtype::f32: return f(float{});
+    case dtype::f64: return f(double{});
+    case dtype::i64: return f(std::int64_t{});
+    case dtype::i32: return f(std::int32_t{});
+    case dtype::boolean: return f(bool{});
+    default: break;
+  }
+  ::ember::detail::check(false, errc::dtype, "jit: ", what, " is not available for ", t, " tensors");
+  return {};
+}
+
+inline shape to_shape(const std::vector<std::int64_t>& v) { return shape(v.begin(), v.end()); }
+inline ember::size2 to_size2(const node& n, const char* key) {
+  const auto& v = attr<std::vector<std::int64_t>>(n, key);
+  ::ember::detail::check(v.size() == 2, errc::value, "jit: ", name(n.kind), " attribute \"", key,
+                         "\" must hold 2 values, got ", v.size());
+  return {v[0], v[1]};
+}
+
+template <class F, class T>
+any_tensor unary_as(const tensor<T>& t) {
+  return tensor<typename expr::unary<F, expr::leaf<T>>::value_type>(
+      ::ember::detail::make_unary<F>(t));
+}
+
+template <class = void>
+any_tensor run_unary(op kind, const any_tensor& x) {
+  switch (kind) {
+#define EMBER_JIT_UNARY(name_, ints)                                                   \
+  case op::name_:                                                                      \
+    return visit_numeric<ints>(x, kind, [](const auto& t) { return unary_as<fn::name_>(t); });
+    EMBER_JIT_UNARY(neg, true)
+    EMBER_JIT_UNARY(abs, true)
+    EMBER_JIT_UNARY(exp, false)
+    EMBER_JIT_UNARY(expm1, false)
+    EMBER_JIT_UNARY(log, false)
+    EMBER_JIT_UNARY(log1p, false)
+    EMBER_JIT_UNARY(log2, false)
+    EMBER_JIT_UNARY(sqrt, false)
+    EMBER_JIT_UNARY(rsqrt, false)
+    EMBER_JIT_UNARY(square, true)
+    EMBER_JIT_UNARY(sin, false)
+    EMBER_JIT_UNARY(cos, false)
+    EMBER_JIT_UNARY(tanh, false)
+    EMBER_JIT_UNARY(sigmoid, false)
+    EMBER_JIT_UNARY(relu, true)
+    EMBER_JIT_UNARY(gelu, false)
+    EMBER_JIT_UNARY(gelu_tanh, false)
+    EMBER_JIT_UNARY(silu, false)
+    EMBER_JIT_UNARY(softplus, false)
+    EMBER_JIT_UNARY(sign, true)
+    EMBER_JIT_UNARY(floor, false)
+    EMBER_JIT_UNARY(ceil, false)
+    EMBER_JIT_UNARY(round, false)
+    EMBER_JIT_UNARY(reciprocal, false)
+    EMBER_JIT_UNARY(erf, false)
+#undef EMBER_JIT_UNARY
+    case op::logical_not:
+      return tensor<bool>(::ember::detail::make_unary<fn::logical_not>(x.get<bool>()));
+    default: break;
+  }
+  ::ember::detail::check(false, errc::internal, "jit: ", name(kind), " is not a unary op");
+  return {};
+}
+
+template <class F, class T>
+any_tensor binary_as(const tensor<T>& a, const any_tensor& b_any) {
+  const tensor<T> b = b_any.get<T>();
+  return tensor<typename expr::binary<F, expr::leaf<T>, expr::leaf<T>>::value_type>(
+      ::ember::detail::make_binary<F>(a, b));
+}
+
+template <class = void>
+any_tensor run_binary(op kind, const any_tensor& a, const any_tensor& b) {
+  ::ember::detail::check(a.dtype() == b.dtype(), errc::dtype, "jit: ", name(kind),
+                         " of a ", a.dtype(), " and a ", b.dtype(), " value (shapes ", a.shape(),
+                         ", ", b.shape(), ")");
+  switch (kind) {
+#define EMBER_JIT_BINARY(name_, ints)                                                         \
+  case op::name_:                                                                             \
+    return visit_numeric<ints>(a, kind, [&](const auto& t) { return binary_as<fn::name_>(t, b); });
+    EMBER_JIT_BINARY(add, true)
+    EMBER_JIT_BINARY(sub, true)
+    EMBER_JIT_BINARY(mul, true)
+    EMBER_JIT_BINARY(div, true)
+    EMBER_JIT_BINARY(pow, false)
+    EMBER_JIT_BINARY(maximum, true)
+    EMBER_JIT_BINARY(minimum, true)
+    EMBER_JIT_BINARY(eq, true)
+    EMBER_JIT_BINARY(ne, true)
+    EMBER_JIT_BINARY(lt, true)
+    EMBER_JIT_BINARY(le, true)
+    EMBER_JIT_BINARY(gt, true)
+    EMBER_JIT_BINARY(ge, true)
+    EMBER_JIT_BINARY(leaky_relu, false)
+    EMBER_JIT_BINARY(elu, false)
+#undef EMBER_JIT_BINARY
+    case op::logical_and:
+      return tensor<bool>(::ember::detail::make_binary<fn::logical_and>(a.get<bool>(), b.get<bool>()));
+    case op::logical_or:
+      return tensor<bool>(::ember::detail::make_binary<fn::logical_or>(a.get<bool>(), b.get<bool>()));
+    default: break;
+  }
+  ::ember::detail::check(false, errc::internal, "jit: ", name(kind), " is not a binary op");
+  return {};
+}
+
+template <class = void>
+any_tensor run_ternary(op kind, const any_tensor& a, const any_tensor& b, const any_tensor& c) {
+  if (kind == op::where) {
+    const tensor<bool> cond = a.get<bool>();
+    return visit_graph_dtype(b, "where", [&](const auto& tb) -> any_tensor {
+      using T = typename std::remove_cvref_t<decltype(tb)>::value_type;
+      return tensor<T>(ember::where(cond, tb, c.get<T>()));
+    });
+  }
+  return visit_numeric<true>(a, kind, [&](const auto& x) -> any_tensor {
+    using T = typename std::remove_cvref_t<decltype(x)>::value_type;
+    using L = expr::leaf<T>;
+    return tensor<T>(expr::ternary<fn::clamp, L, L, L>(L(x), L(b.get<T>()), L(c.get<T>())));
+  });
+}
+
+template <class = void>
+any_tensor run_reduction(const node& n, const any_tensor& x) {
+  const shape dims = to_shape(attr<std::vector<std::int64_t>>(n, "dims"));
+  const bool keepdim = attr<std::int64_t>(n, "keepdim") != 0;
+  switch (n.kind) {
+    case op::sum:
+      return visit_numeric<true>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::sum(t, dims, keepdim); });
+    case op::prod:
+      return visit_numeric<true>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::prod(t, dims, keepdim); });
+    case op::amax:
+      return visit_numeric<true>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::amax(t, dims, keepdim); });
+    case op::amin:
+      return visit_numeric<true>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::amin(t, dims, keepdim); });
+    case op::mean:
+      return visit_numeric<false>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::mean(t, dims, keepdim); });
+    case op::logsumexp:
+      return visit_numeric<false>(x, n.kind, [&](const auto& t) -> any_tensor { return ember::logsumexp(t, dims, keepdim); });
+    case op::var:
+    case op::std: {
+      const bool unbiased = attr<std::int64_t>(n, "correction") != 0;
+      return visit_numeric<false>(x, n.kind, [&](const auto& t) -> any_tensor {
+        using T = typename std::remove_cvref_t<decltype(t)>::value_type;
+        tensor<T> v = ember::var(t, dims, unbiased, keepdim);
+        if (n.kind == op::std) return tensor<T>(ember::sqrt(v));
+        return v;
+      });
+    }
+    default: break;
+  }
+  ::ember::detail::check(false, errc::internal, "jit: ", name(n.kind), " is not a reduction");
+  return {};
+}
+
+/// reshape's target: 0 copies the input's extent at that position (the symbolic batch).
+inline shape reshape_target(const node& n, const shape& in) {
+  shape s = to_shape(attr<std::vector<std::int64_t>>(n, "shape"));
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (s[i] == 0) {
+      ::ember::detail::check(i < in.size(), errc::shape, "jit: reshape of ", in, " to ", s,
+                             ": no input dimension ", i, " to copy");
+      s[i] = in[i];
+    }
+  return s;
+}
+
+template <class T>
+std::vector<tensor<T>> typed_list(const std::vector<any_tensor>& in, const char* what) {
+  std::vector<tensor<T>> ts;
+  for (const auto& t : in) {
+    ::ember::detail::check(t.dtype() == dtype_of<T>, errc::dtype, "jit: ", what, " of ",
+                           in.front().dtype(), " and ", t.dtype(), " tensors");
+    ts.push_back(t.get<T>());
+  }
+  return ts;
+}
+
+template <class = void>
+any_tensor run_float_op(const node& n, const std::vector<any_tensor>& in) {
+  namespace F = ember::nn::functional;
+  return visit_numeric<false>(in[0], n.kind, [&](const auto& x) -> any_tensor {
+    using T = typename std::remove_cvref_t<decltype(x)>::value_type;
+    auto arg = [&](std::size_t i) { return in[i].get<T>(); };
+    switch (n.kind) {
+      case op::matmul: return ember::matmul(x, arg(1));
+      case op::linear: return F::linear(x, arg(1), arg(2));
+      case op::conv2d:
+        return F::conv2d(x, arg(1), {.bias = arg(2), .stride = to_size2(n, "stride"),
+                                     .padding = to_size2(n, "padding"),
+                                     .dilation = to_size2(n, "dilation"),
+                                     .groups = attr<std::int64_t>(n, "groups")});
+      case op::batch_norm:
+        return F::batch_norm(x, arg(1), arg(2),
+                             {.weight = arg(3), .bias = arg(4),
+                              .training = attr<std::int64_t>(n, "training") != 0,
+                              .momentum = attr<double>(n, "momentum"), .eps = attr<double>(n, "eps")});
+      case op::layer_norm:
+        return F::layer_norm(x, {.normalized_shape = to_shape(attr<std::vector<std::int64_t>>(n, "normalized_shape")),
+                                 .weight = arg(1), .bias = arg(2), .eps = attr<double>(n, "eps")});
+      case op::group_norm:
+        return F::group_norm(x, attr<std::int64_t>(n, "groups"),
+                             {.weight = arg(1), .bias = arg(2), .eps = attr<double>(n, "eps")});
+      case op::max_pool2d:
+        return F::max_pool2d(x, {.kernel = to_size2(n, "kernel"), .stride = to_size2(n, "stride"),
+                                 .padding = to_size2(n, "padding"),
+                                 .dilation = to_size2(n, "dilation"),
+                                 .ceil_mode = attr<std::int64_t>(n, "ceil_mode") != 0});
+      case op::avg_pool2d:
+        return F::avg_pool2d(x, {.kernel = to_size2(n, "kernel"), .stride = to_size2(n, "stride"),
+                                 .padding = to_size2(n, "padding"),
+                                 .count_include_pad = attr<std::int64_t>(n, "count_include_pad") != 0,
+                                 .ceil_mode = attr<std::int64_t>(n, "ceil_mode") != 0});
+      case op::adaptive_avg_pool2d:
+        return F::adaptive_avg_pool2d(x, {.output_size = to_size2(n, "output_size")});
+      case op::softmax: return ember::softmax(x, attr<std::int64_t>(n, "dim"));
+      case op::log_softmax: return ember::log_softmax(x, attr<std::int64_t>(n, "dim"));
+      case op::scaled_dot_product_attention: {
+        F::attention_options o{.is_causal = attr<std::int64_t>(n, "is_causal") != 0};
+        if (n.attrs.count("scale")) o.scale = attr<double>(n, "scale");
+        if (in.size() == 3) return F::scaled_dot_product_attention(x, arg(1), arg(2), o);
+        if (in[3].dtype() == dtype::boolean)
+          return F::scaled_dot_product_attention(x, arg(1), arg(2), in[3].get<bool>(), o);
+        return F::scaled_dot_product_attention(x, arg(1), arg(2), arg(3), o);
+      }
+      default: break;
+    }
+    ::ember::detail::check(false, errc::internal, "jit: ", name(n.kind), " is not a float op");
+    return {};
+  });
+}
+
+template <class = void>
+any_tensor run_shape_op(const node& n, const std::vector<any_tensor>& in) {
+  const any_tensor& x0 = in[0];
+  return visit_graph_dtype(x0, name(n.kind).data(), [&](const auto& x) -> any_tensor {
+    using T = typename std::remove_cvref_t<decltype(x)>::value_type;
+    switch (n.kind) {
+      case op::reshape: return x.reshape(reshape_target(n, x.shape()));
+      case op::permute: return x.permute(to_shape(attr<std::vector<std::int64_t>>(n, "dims")));
+      case op::expand: return x.expand(to_shape(attr<std::vector<std::int64_t>>(n, "shape")));
+      case op::slice:
+        return x.slice(attr<std::int64_t>(n, "dim"), attr<std::int64_t>(n, "start"),
+                       attr<std::int64_t>(n, "end"), attr<std::int64_t>(n, "step"));
+      case op::select: return x.select(attr<std::int64_t>(n, "dim"), attr<std::int64_t>(n, "index"));
+      case op::contiguous: return x.clone();
+      case op::cat: return ember::cat(typed_list<T>(in, "cat"), attr<std::int64_t>(n, "dim"));
+      case op::stack: return ember::stack(typed_list<T>(in, "stack"), attr<std::int64_t>(n, "dim"));
+      default: break;
+    }
+    ::ember::detail::check(false, errc::internal, "jit: ", name(n.kind), " is not a shape op");
+    return {};
+  });
+}
+
+}  // namespace detail
+
+/// Runs one node on its input tensors (the graph supplies the output value types).
+template <class = void>
+std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vector<any_tensor>& in) {
+  using namespace detail;
+  const op k = n.kind;
+  if (k == op::scalar) {
+    const value& out = g.at(n.outputs.at(0));
+    const double v = attr<double>(n, "value");
+    return {visit_graph_dtype(out.type, "scalar", [&](auto e) -> any_tensor {
+      using T = decltype(e);
+      tensor<T> t = ::ember::detail::make_tensor<T>(shape{});
+      *t.data() = static_cast<T>(v);
+      return t;
+    })};
+  }
+  if (k == op::fused) {
+    ::ember::detail::check(n.body != nullptr, errc::value, "jit: fused node without a body");
+    bool grad = false;
+    if (is_grad_enabled())
+      for (const auto& t : in)
+        if (t.dtype() == dtype::f32 || t.dtype() == dtype::f64)
+          grad = grad || t.visit([](const auto& x) { return x.requires_grad(); });
+    if (!grad) {
+      std::vector<any_tensor> out;
+      run_fused(*n.body, in, out);
+      return out;
+    }
+    // with autograd: node by node, so each op records its backward
+    std::vector<any_tensor> env(n.body->values.size());
+    for (std::size_t i = 0; i < n.body->inputs.size(); ++i)
+      env[static_cast<std::size_t>(n.body->inputs[i])] = in.at(i);
+    for (const node& b : n.body->nodes) {
+      std::vector<any_tensor> bi;
+      for (int v : b.inputs) bi.push_back(env[static_cast<std::size_t>(v)]);
+      auto bo = run_node(*n.body, b, bi);
+      for (std::size_t i = 0; i < b.outputs.size(); ++i) env[static_cast<std::size_t>(b.outputs[i])] = bo[i];
+    }
+    std::vector<any_tensor> out;
+    for (int v : n.body->outputs) out.push_back(env[static_cast<std::size_t>(v)]);
+    return out;
+  }
+  if (k == op::custom) return run_custom(attr<std::string>(n, "name"), in);
+  if (k == op::cast) {
+    const dtype to = g.at(n.outputs.at(0)).type;
+    return {visit_graph_dtype(to, "cast", [&](auto e) -> any_tensor {
+      using U = decltype(e);
+      return visit_graph_dtype(in.at(0), "cast", [](const auto& x) -> any_tensor {
+        return x.template to<U>();
+      });
+    })};
+  }
+  if (k == op::argmax || k == op::argmin) {
+    const bool keepdim = attr_or<std::int64_t>(n, "keepdim", 0) != 0;
+    const bool has_dim = n.attrs.count("dim") != 0;
+    return {visit_numeric<true>(in.at(0), k, [&](const auto& x) -> any_tensor {
+      if (k == op::argmax) return has_dim ? ember::argmax(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmax(x);
+      return has_dim ? ember::argmin(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmin(x);
+    })};
+  }
+  if (k == op::embedding) {
+    const auto w = in.at(1);
+    return {visit_numeric<false>(w, k, [&](const auto& wt) -> any_tensor {
+      return ember::embedding(in.at(0).get<std::int64_t>(), wt);
+    })};
+  }
+  if (is_elementwise(k)) {
+    switch (in.size()) {
+      case 1: return {run_unary(k, in[0])};
+      case 2: return {run_binary(k, in[0], in[1])};
+      case 3: return {run_ternary(k, in[0], in[1], in[2])};
+      default: break;
+    }
+  }
+  switch (k) {
+    case op::sum: case op::mean: case op::prod: case op::amax: case op::amin:
+    case op::var: case op::std: case op::logsumexp:
+      return {run_reduction(n, in.at(0))};
+    case op::reshape: case op::permute: case op::expand: case op::slice: case op::select:
+    case op::contiguous: case op::cat: case op::stack:
+      return {run_shape_op(n, in)};
+    default:
+      return {run_float_op(n, in)};
+  }
+}
+
+/// Runs a graph: checks the inputs against the graph's input values (count, dtype, rank, and
+/// every extent except the symbolic batch), then runs the nodes in order.
+template <class = void>
+std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>& inputs) {
+  ::ember::detail::check(inputs.size() == g.inputs.size(), errc::value, "jit: the graph takes ",
+                         g.inputs.size(), " inputs, got ", inputs.size());
+  std::vector<any_tensor> env(g.values.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const value& v = g.at(g.inputs[i]);
+    const any_tensor& t = inputs[i];
+    ::ember::detail::check(t.defined(), errc::value, "jit: input ", i, " is undefined");
+    bool ok = t.dtype() == v.type && t.dim() == static_cast<std::int64_t>(v.shape.size());
+    for (std::size_t d = 0; ok && d < v.shape.size(); ++d)
+      ok = v.shape[d] == symbolic || v.shape[d] == t.shape()[d];
+    if (!ok) {
+      std::string want = std::string(to_string(v.type)) + "[";
+      for (std::size_t d = 0; d < v.shape.size(); ++d)
+        want += (d ? ", " : "") + (v.shape[d] == symbolic ? std::string("N") : std::to_string(v.shape[d]));
+      ::ember::detail::check(false, errc::shape, "jit: input ", i, " (%", v.name, ") must be ",
+                             want, "], got ", t.dtype(), " of shape ", t.shape());
+    }
+    env[static_cast<std::size_t>(g.inputs[i])] = t;
+  }
+  for (const auto& [id, t] : g.constants) env[static_cast<std::size_t>(id)] = t;
+  std::vector<any_tensor> args;
+  for (const node& n : g.nodes) {
+    args.clear();
+    for (int v : n.inputs) args.push_back(env[static_cast<std::size_t>(v)]);
+    auto out = run_node(g, n, args);
+    ::ember::detail::check(out.size() == n.outputs.size(), errc::internal, "jit: ", name(n.kind),
+                           " gave ", out.size(), " outputs, the graph expects ", n.outputs.size());
+    for (std::size_t i = 0; i < out.size(); ++i) env[static_cast<std::size_t>(n.outputs[i])] = std::move(out[i]);
+  }
+  std::vector<any_tensor> result;
+  for (int v : g.outputs) result.push_back(env[static_cast<std::size_t>(v)]);
+  return result;
+}
+
+}  // namespace ember::jit

@@ -1,0 +1,308 @@
+// jit::trace, the interpreter, graph_module and whole-model files: traced, optimized, saved and
+// loaded models reproduce the eager model (MLP, CNN with batch norm, transformer encoder layer).
+#include <catch2/catch.hpp>
+#include <ember/ember.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace em = ember;
+namespace F = ember::nn::functional;
+
+namespace {
+
+struct mlp : em::nn::module<mlp> {
+  BOOST_HANA_DEFINE_STRUCT(mlp, (em::nn::linear, fc1), (em::nn::batch_norm1d, bn), (em::nn::linear, fc2));
+  mlp() : fc1(64, 32), bn(32), fc2(32, 10) {}
+  em::tensor<float> forward(const em::tensor<float>& x) { return fc2(em::relu(bn(fc1(x)))); }
+};
+
+struct cnn : em::nn::module<cnn> {
+  BOOST_HANA_DEFINE_STRUCT(cnn, (em::nn::conv2d, conv), (em::nn::batch_norm2d, bn),
+                           (em::nn::max_pool2d, pool), (em::nn::linear, fc));
+  cnn() : conv({.in = 1, .out = 8, .kernel = 3, .stride = 1, .padding = 1}), bn(8),
+          pool({.kernel = 2, .stride = 2}), fc(8 * 4 * 4, 10) {}
+  em::tensor<float> forward(const em::tensor<float>& x) {
+    const em::tensor<float> h = pool(em::relu(bn(conv(x))));
+    return F::log_softmax(fc(h.flatten(1)), -1);
+  }
+};
+
+struct encoder : em::nn::module<encoder> {
+  BOOST_HANA_DEFINE_STRUCT(encoder, (em::nn::transformer_encoder_layer, layer), (em::nn::linear, head));
+  encoder() : layer({.d_model = 16, .nhead = 4, .dim_feedforward = 32, .dropout = 0.1, .batch_first = true}),
+              head(16, 3) {}
+  em::tensor<float> forward(const em::tensor<float>& x) { return head(em::mean(layer(x), 1)); }
+};
+
+/// Gives the model's batch norms non-trivial running statistics.
+template <class M>
+void warm_up(M& m, const em::shape& in) {
+  m.train();
+  for (int i = 0; i < 3; ++i) (void)m(em::randn<float>(in) * 2.f + 0.5f);
+  m.eval();
+}
+
+double max_diff(const em::tensor<float>& a, const em::tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  return em::amax(em::abs(a - b)).item();
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("ember_jit_" + name)).string();
+}
+
+}  // namespace
+
+TEST_CASE("jit::trace: MLP with batch norm, any batch size, saved and loaded", "[jit]") {
+  em::manual_seed(1);
+  mlp n;
+  warm_up(n, {16, 64});
+  auto traced = em::jit::trace(n, {em::randn<float>({1, 64})});
+
+  std::ostringstream text;
+  text << traced.graph();
+  CHECK(text.str().find("linear") != std::string::npos);
+  CHECK(text.str().find("f32[N, 64]") != std::string::npos);  // symbolic batch
+  CHECK(text.str().find("batch_norm") == std::string::npos);  // folded into fc1
+
+  for (std::int64_t batch : {1, 5, 33}) {
+    const auto x = em::randn<float>({batch, 64});
+    const em::tensor<float> want = n(x);
+    const em::tensor<float> got = traced({x});
+    CHECK(max_diff(got, want) < 1e-5);
+  }
+
+  const std::string path = temp_path("mlp.ember");
+  em::jit::save(traced, path);
+  auto loaded = em::jit::load(path);
+  const auto x = em::randn<float>({7, 64});
+  const em::tensor<float> want = n(x);
+  const em::tensor<float> y = loaded({x});
+  CHECK(max_diff(y, want) < 1e-5);
+  std::ostringstream t2;
+  t2 << loaded.graph();
+  CHECK(t2.str() == text.str());
+  std::filesystem::remove(path);
+
+  // inputs are checked against the graph
+  CHECK_THROWS_WITH(traced({em::randn<float>({5, 63})}), Catch::Contains("input 0") && Catch::Contains("N, 64"));
+  CHECK_THROWS_AS(traced({em::randn<double>({5, 64})}), em::error);
+  CHECK_THROWS_AS(traced({x, x}), em::error);
+}
+
+TEST_CASE("jit::trace: without optimization the graph equals eager exactly", "[jit]") {
+  em::manual_seed(2);
+  mlp n;
+  warm_up(n, {16, 64});
+  auto traced = em::jit::trace(n, {em::randn<float>({4, 64})}, {.optimize = false});
+  const auto x = em::randn<float>({9, 64});
+  const em::tensor<float> want = n(x);
+  const em::tensor<float> got = traced({x});
+  CHECK(max_diff(got, want) == 0.0);
+  std::ostringstream text;
+  text << traced.graph();
+  CHECK(text.str().find("batch_norm") != std::string::npos);
+  CHECK(text.str().find("const %fc1.weight : f32[32, 64]") != std::string::npos);
+  CHECK(text.str().find("const %bn.running_mean : f32[32]") != std::string::npos);
+}
+
+TEST_CASE("jit::trace: CNN with batch norm, pooling and flatten", "[jit]") {
+  em::manual_seed(3);
+  cnn n;
+  warm_up(n, {8, 1, 8, 8});
+  auto traced = em::jit::trace(n, {em::randn<float>({2, 1, 8, 8})});
+  for (std::int64_t batch : {1, 6}) {
+    const auto x = em::randn<float>({batch, 1, 8, 8});
+    const em::tensor<float> want = n(x);
+    const em::tensor<float> got = traced({x});
+    CHECK(max_diff(got, want) < 1e-5);
+  }
+  const std::string path = temp_path("cnn.ember");
+  em::jit::save(traced, path);
+  auto loaded = em::jit::load(path);
+  const auto x = em::randn<float>({3, 1, 8, 8});
+  const em::tensor<float> want = n(x);
+  CHECK(max_diff(loaded({x}), want) < 1e-5);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("jit::trace: transformer encoder layer", "[jit]") {
+  em::manual_seed(4);
+  encoder n;
+  n.eval();
+  auto traced = em::jit::trace(n, {em::randn<float>({2, 5, 16})});
+  for (std::int64_t batch : {2, 3}) {
+    const auto x = em::randn<float>({batch, 5, 16});
+    const em::tensor<float> want = n(x);
+    const em::tensor<float> got = traced({x});
+    CHECK(max_diff(got, want) < 1e-5);
+  }
+  const std::string path = temp_path("enc.ember");
+  em::jit::save(traced, path);
+  auto loaded = em::jit::load(path);
+  const auto x = em::randn<float>({4, 5, 16});
+  const em::tensor<float> want = n(x);
+  CHECK(max_diff(loaded({x}), want) < 1e-5);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("jit::trace: callables, several outputs, elementwise chains, reductions", "[jit]") {
+  auto f = [](const em::tensor<double>& a, const em::tensor<double>& b) {
+    em::tensor<double> h = em::tanh(a * 0.5 + b) - em::exp(-a * a);
+    return std::make_tuple(em::sum(h, 1), em::softmax(h, -1), em::amax(h.t(), 0, true));
+  };
+  const auto a = em::randn<double>({3, 4}), b = em::randn<double>({4});
+  auto traced = em::jit::trace(f, {a, b});
+  const auto a2 = em::randn<double>({6, 4}), b2 = em::randn<double>({4});
+  auto outs = traced.run({a2, b2});
+  auto [s, sm, mx] = f(a2, b2);
+  REQUIRE(outs.size() == 3);
+  CHECK(em::amax(em::abs(outs[0].get<double>() - s)).item() < 1e-12);
+  CHECK(em::amax(em::abs(outs[1].get<double>() - sm)).item() < 1e-12);
+  CHECK(outs[2].shape() == mx.shape());
+  CHECK(em::amax(em::abs(outs[2].get<double>() - mx)).item() < 1e-12);
+}
+
+TEST_CASE("jit::trace: data-dependent control flow warns; untraceable ops are errors", "[jit]") {
+  std::vector<std::string> warnings;
+  auto f = [](const em::tensor<float>& x) -> em::tensor<float> {
+    if (em::sum(x).item() > 0) return em::relu(x);
+    return -x;
+  };
+  auto traced = em::jit::trace(f, {em::ones<float>({2, 3})},
+                               {.on_warning = [&](const std::string& w) { warnings.push_back(w); }});
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find("item()") != std::string::npos);
+  // the branch is baked in: negative inputs still take relu
+  const em::tensor<float> y = traced({em::full<float>({2, 3}, -1.f)});
+  CHECK(em::sum(y).item() == 0.f);
+
+  auto g = [](const em::tensor<float>& x) { return F::dropout(x, 0.5, true); };
+  CHECK_THROWS_WITH(em::jit::trace(g, {em::ones<float>({2, 3})}), Catch::Contains("dropout"));
+
+  // an op the tracer does not record makes its result a captured constant: the check with
+  // perturbed inputs finds it
+  auto h = [](const em::tensor<float>& x) { return em::tensor<float>(em::cumsum(x, 1) * 2.f); };
+  CHECK_THROWS_WITH(em::jit::trace(h, {em::ones<float>({2, 3})}, {.on_warning = [](const std::string&) {}}),
+                    Catch::Contains("does not reproduce"));
+}
+
+TEST_CASE("jit: a graph module records autograd and sits inside a dynamic model", "[jit]") {
+  em::manual_seed(5);
+  em::nn::sequential seq(em::nn::linear(6, 5), em::nn::tanh(), em::nn::linear(5, 2));
+  auto traced = em::jit::trace(seq, {em::randn<float>({3, 6})}, {.optimize = false});
+  const auto x = em::randn<float>({4, 6});
+  {
+    em::tensor<float> loss = em::sum(em::square(seq(x)));
+    loss.backward();
+  }
+  std::vector<em::tensor<float>> want;
+  for (auto& p : seq.parameters()) {
+    want.push_back(p.grad().clone());
+    p.grad().zero_();
+  }
+  em::tensor<float> y = traced({x});
+  em::tensor<float> loss = em::sum(em::square(y));
+  loss.backward();
+  auto ps = seq.parameters();
+  for (std::size_t i = 0; i < ps.size(); ++i) CHECK(max_diff(ps[i].grad(), want[i]) < 1e-6);
+
+  // "use the JIT gradually": a traced block inside an eager model
+  struct outer : em::nn::module<outer> {
+    BOOST_HANA_DEFINE_STRUCT(outer, (em::nn::linear, pre));
+    em::jit::graph_module block;
+    outer(em::jit::graph_module b) : pre(6, 6), block(std::move(b)) {}
+    em::tensor<float> forward(const em::tensor<float>& x) { return block.forward(em::tensor<float>(em::relu(pre(x)))); }
+  };
+  outer o(traced);
+  CHECK(o(x).shape() == em::shape{4, 2});
+}
+
+namespace {
+struct cube : em::autograd::function<cube> {
+  static constexpr const char* name = "test_cube";
+  static em::tensor<float> forward(em::autograd::context& ctx, const em::tensor<float>& x) {
+    ctx.save_for_backward({x});
+    return x * x * x;
+  }
+  static std::vector<em::tensor<float>> backward(em::autograd::context& ctx,
+                                                 const std::vector<em::tensor<float>>& g) {
+    auto x = ctx.saved()[0];
+    return {3.f * x * x * g[0]};
+  }
+};
+}  // namespace
+
+TEST_CASE("jit: custom ops are recorded by name and resolved at load", "[jit]") {
+  auto f = [](const em::tensor<float>& x) { return em::tensor<float>(cube::apply(x) + 1.f); };
+  auto traced = em::jit::trace(f, {em::randn<float>({2, 3})});
+  std::ostringstream text;
+  text << traced.graph();
+  CHECK(text.str().find("custom") != std::string::npos);
+  CHECK(text.str().find("test_cube") != std::string::npos);
+  const auto x = em::randn<float>({4, 3});
+  CHECK(max_diff(traced({x}), f(x)) == 0.0);
+  const std::string path = temp_path("cube.ember");
+  em::jit::save(traced, path);
+  CHECK(max_diff(em::jit::load(path)({x}), f(x)) == 0.0);
+  std::filesystem::remove(path);
+  CHECK_THROWS_WITH(em::jit::run_custom("no_such_op", {}), Catch::Contains("not registered"));
+}
+
+TEST_CASE("jit::load: hostile and mismatched files are clear errors", "[jit]") {
+  em::manual_seed(6);
+  mlp n;
+  n.eval();
+  auto traced = em::jit::trace(n, {em::randn<float>({2, 64})});
+  const std::string path = temp_path("bad.ember");
+
+  // a parameters-only file is not a whole model
+  em::save(n.state_dict(), path);
+  CHECK_THROWS_WITH(em::jit::load(path), Catch::Contains("not a whole-model file"));
+
+  // a newer format version
+  auto sd = traced.state_dict();
+  sd.metadata()["format"] = "ember.jit";
+  sd.metadata()["version"] = "99";
+  sd.metadata()["graph"] = em::jit::to_string(traced.graph());
+  em::save(sd, path);
+  CHECK_THROWS_WITH(em::jit::load(path), Catch::Contains("version 99"));
+
+  // an unknown op
+  sd.metadata()["version"] = "1";
+  std::string g = em::jit::to_string(traced.graph());
+  const auto at = g.find("linear(");
+  REQUIRE(at != std::string::npos);
+  sd.metadata()["graph"] = g.substr(0, at) + "frobnicate(" + g.substr(at + 7);
+  em::save(sd, path);
+  CHECK_THROWS_WITH(em::jit::load(path), Catch::Contains("frobnicate"));
+
+  // a constant missing from the file, or of another shape
+  sd.metadata()["graph"] = g;
+  auto names = sd.keys();
+  em::state_dict partial = sd;
+  partial.erase(names.front());
+  em::save(partial, path);
+  CHECK_THROWS_WITH(em::jit::load(path), Catch::Contains("missing"));
+  em::state_dict reshaped = sd;
+  reshaped.insert(names.front(), em::zeros<float>({3}));
+  em::save(reshaped, path);
+  CHECK_THROWS_WITH(em::jit::load(path), Catch::Contains(names.front()));
+
+  // every truncation of a good file is an error, never a crash
+  em::jit::save(traced, path);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  for (std::size_t cut = 0; cut < bytes.size(); cut += std::max<std::size_t>(1, bytes.size() / 97)) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(cut));
+    CHECK_THROWS_AS(em::jit::load(path), em::error);
+  }
+  std::filesystem::remove(path);
+}
