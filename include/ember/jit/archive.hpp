@@ -27,12 +27,11 @@ inline void save(const graph_module& m, const std::string& path) {
   io::save_safetensors(sd, path);
 }
 
-/// Reads a file written by jit::save. The file is untrusted: the graph is parsed and validated,
+/// A graph_module from the tensors and metadata of a whole-model file (`path` names it in
+/// errors). The file is untrusted: the graph is parsed and validated,
 /// each constant must be present with the declared dtype and shape, and unknown ops, newer
 /// format versions and custom ops not registered in this program are ember::errors.
-///   auto m = em::jit::load("net.ember");  em::tensor<float> y = m({x});
-inline graph_module load(const std::string& path) {
-  state_dict sd = io::load_safetensors(path);
+inline graph_module load_state_dict(const state_dict& sd, const std::string& path) {
   const auto& md = sd.metadata();
   auto meta = [&](const char* key) -> const std::string& {
     auto it = md.find(key);
@@ -72,6 +71,12 @@ inline graph_module load(const std::string& path) {
                     "em::tensor<T>...>() before jit::load)");
     }
   return graph_module(std::move(g));
+}
+
+/// Reads a file written by jit::save (see load_state_dict: the file is treated as hostile).
+///   auto m = em::jit::load("net.ember");  em::tensor<float> y = m({x});
+inline graph_module load(const std::string& path) {
+  return load_state_dict(io::load_safetensors(path), path);
 }
 
 }  // namespace ember::jit

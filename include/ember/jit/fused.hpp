@@ -322,9 +322,14 @@ void fused_gather(U* dst, const U* base, const shape& sizes, const shape& stride
     const std::int64_t cnt = std::min(n - idx[rank - 1], m - done);
     const U* src = base + off;
     U* o = dst + done;
-    if (is == 0)
-      std::fill(o, o + cnt, *src);
-    else if (is == 1)
+    if (is == 0) {  // a broadcast run: one element, then doubling copies (memcpy is SIMD)
+      o[0] = *src;
+      for (std::int64_t have = 1; have < cnt;) {
+        const std::int64_t c = std::min(have, cnt - have);
+        std::memcpy(o + have, o, static_cast<std::size_t>(c) * sizeof(U));
+        have += c;
+      }
+    } else if (is == 1)
       std::copy(src, src + cnt, o);
     else
       for (std::int64_t i = 0; i < cnt; ++i) o[i] = src[i * is];

@@ -6,6 +6,7 @@
 #include <ember/core/error.hpp>
 #include <ember/jit/graph.hpp>
 #include <ember/jit/interpreter.hpp>
+#include <ember/jit/onnx.hpp>
 #include <ember/jit/passes.hpp>
 #include <ember/jit/text.hpp>
 #include <ember/state_dict.hpp>
@@ -91,6 +92,13 @@ class basic_graph_module {
   std::shared_ptr<const jit::graph> graph_;
 };
 using graph_module = basic_graph_module<>;
+
+/// Exports a traced or loaded module's graph to ONNX (opset 17):
+///   em::jit::export_onnx(traced, "net.onnx");
+template <class V>
+void export_onnx(const basic_graph_module<V>& m, const std::string& path, const onnx_options& o = {}) {
+  export_onnx(m.graph(), path, o);
+}
 
 namespace detail {
 /// Are a and b (same dtype and shape) equal within tol relative to b's largest magnitude?
