@@ -134,6 +134,43 @@ any_tensor binary_as(const tensor<T>& a, const any_tensor& b_any) {
       ::ember::detail::make_binary<F>(a, b));
 }
 
+/// Applies a float unary op in place to a tensor nothing else refers to (the interpreter's
+/// last use of an intermediate, with grad mode off): no new buffer, one pass over hot memory.
+template <class = void>
+bool run_unary_in_place(op kind, any_tensor& x) {
+  if (is_grad_enabled() || (x.dtype() != dtype::f32 && x.dtype() != dtype::f64)) return false;
+  const auto& impl = x.impl_ptr();
+  if (impl.use_count() != 1 || impl->storage.use_count() != 1 || impl->autograd) return false;
+  if (kind == op::logical_not || !x.device().is_cpu()) return false;
+  bool done = false;
+  x.visit([&](const auto& t) {
+    using T = typename std::remove_cvref_t<decltype(t)>::value_type;
+    if constexpr (std::is_floating_point_v<T>) {
+    if (!t.is_contiguous()) return;
+    switch (kind) {
+#define EMBER_JIT_IN_PLACE(name_)                                                              \
+  case op::name_:                                                                              \
+    ::ember::detail::run_elementwise(t.data(), t.strides(), t.shape(),                         \
+                                     ::ember::detail::make_unary<fn::name_>(t));               \
+    done = true;                                                                               \
+    break;
+      EMBER_JIT_IN_PLACE(neg) EMBER_JIT_IN_PLACE(abs) EMBER_JIT_IN_PLACE(exp)
+      EMBER_JIT_IN_PLACE(expm1) EMBER_JIT_IN_PLACE(log) EMBER_JIT_IN_PLACE(log1p)
+      EMBER_JIT_IN_PLACE(log2) EMBER_JIT_IN_PLACE(sqrt) EMBER_JIT_IN_PLACE(rsqrt)
+      EMBER_JIT_IN_PLACE(square) EMBER_JIT_IN_PLACE(sin) EMBER_JIT_IN_PLACE(cos)
+      EMBER_JIT_IN_PLACE(tanh) EMBER_JIT_IN_PLACE(sigmoid) EMBER_JIT_IN_PLACE(relu)
+      EMBER_JIT_IN_PLACE(gelu) EMBER_JIT_IN_PLACE(gelu_tanh) EMBER_JIT_IN_PLACE(silu)
+      EMBER_JIT_IN_PLACE(softplus) EMBER_JIT_IN_PLACE(sign) EMBER_JIT_IN_PLACE(floor)
+      EMBER_JIT_IN_PLACE(ceil) EMBER_JIT_IN_PLACE(round) EMBER_JIT_IN_PLACE(reciprocal)
+      EMBER_JIT_IN_PLACE(erf)
+#undef EMBER_JIT_IN_PLACE
+      default: break;
+    }
+    }
+  });
+  return done;
+}
+
 template <class = void>
 any_tensor run_binary(op kind, const any_tensor& a, const any_tensor& b) {
   ::ember::detail::check(a.dtype() == b.dtype(), errc::dtype, "jit: ", name(kind),
@@ -428,14 +465,39 @@ std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>&
     }
     env[static_cast<std::size_t>(g.inputs[i])] = t;
   }
-  for (const auto& [id, t] : g.constants) env[static_cast<std::size_t>(id)] = t;
+  // Intermediates are released after their last use (the caching allocator hands the same,
+  // cache-hot block to the next op), and a unary op on a dying intermediate runs in place.
+  constexpr int pinned = 1 << 28;
+  std::vector<int> uses(g.values.size(), 0);
+  for (const node& n : g.nodes)
+    for (int v : n.inputs) ++uses[static_cast<std::size_t>(v)];
+  for (int v : g.outputs) uses[static_cast<std::size_t>(v)] += pinned;
+  for (int v : g.inputs) uses[static_cast<std::size_t>(v)] += pinned;
+  for (const auto& [id, t] : g.constants) {
+    env[static_cast<std::size_t>(id)] = t;
+    uses[static_cast<std::size_t>(id)] += pinned;
+  }
   std::vector<any_tensor> args;
   for (const node& n : g.nodes) {
+    if (n.inputs.size() == 1 && n.outputs.size() == 1 && is_elementwise(n.kind) &&
+        n.kind != op::cast && uses[static_cast<std::size_t>(n.inputs[0])] == 1 &&
+        g.at(n.inputs[0]).type == g.at(n.outputs[0]).type) {
+      auto& x = env[static_cast<std::size_t>(n.inputs[0])];
+      if (detail::run_unary_in_place(n.kind, x)) {
+        uses[static_cast<std::size_t>(n.inputs[0])] = 0;
+        env[static_cast<std::size_t>(n.outputs[0])] = std::move(x);
+        x = any_tensor();
+        continue;
+      }
+    }
     args.clear();
     for (int v : n.inputs) args.push_back(env[static_cast<std::size_t>(v)]);
     auto out = run_node(g, n, args);
     ::ember::detail::check(out.size() == n.outputs.size(), errc::internal, "jit: ", name(n.kind),
                            " gave ", out.size(), " outputs, the graph expects ", n.outputs.size());
+    args.clear();
+    for (int v : n.inputs)
+      if (--uses[static_cast<std::size_t>(v)] == 0) env[static_cast<std::size_t>(v)] = any_tensor();
     for (std::size_t i = 0; i < out.size(); ++i) env[static_cast<std::size_t>(n.outputs[i])] = std::move(out[i]);
   }
   std::vector<any_tensor> result;

@@ -102,7 +102,8 @@ void export_onnx(const basic_graph_module<V>& m, const std::string& path, const 
 
 namespace detail {
 /// Are a and b (same dtype and shape) equal within tol relative to b's largest magnitude?
-inline bool close(const any_tensor& a, const any_tensor& b, double tol) {
+template <class = void>
+bool close(const any_tensor& a, const any_tensor& b, double tol) {
   if (a.dtype() != b.dtype() || a.shape() != b.shape()) return false;
   const tensor<double> x = a.to<double>().contiguous(), y = b.to<double>().contiguous();
   double scale = 1, diff = 0;
