@@ -739,3 +739,55 @@ TEST_CASE("onnxruntime agrees with ember op by op", "[jit][onnx][onnxruntime]") 
     CHECK(max_diff(res[i], expect[i].second) < 1e-5);
   }
 }
+
+// ---- traced nn models ------------------------------------------------------------------------
+
+namespace {
+
+struct traced_cnn : em::nn::module<traced_cnn> {
+  BOOST_HANA_DEFINE_STRUCT(traced_cnn, (em::nn::conv2d, conv), (em::nn::batch_norm2d, bn),
+                           (em::nn::linear, fc));
+  traced_cnn() : conv({.in = 1, .out = 4, .kernel = 3, .padding = 1}), bn(4), fc(4 * 3 * 3, 10) {}
+  em::tensor<float> forward(const em::tensor<float>& x) {
+    const em::tensor<float> h = F::max_pool2d(em::relu(bn(conv(x))), {.kernel = 2});
+    return F::log_softmax(fc(h.flatten(1)), -1);
+  }
+};
+
+struct traced_encoder : em::nn::module<traced_encoder> {
+  BOOST_HANA_DEFINE_STRUCT(traced_encoder, (em::nn::transformer_encoder_layer, layer), (em::nn::linear, head));
+  traced_encoder() : layer({.d_model = 8, .nhead = 2, .dim_feedforward = 16, .batch_first = true}), head(8, 3) {}
+  em::tensor<float> forward(const em::tensor<float>& x) { return head(em::mean(layer(x), 1)); }
+};
+
+}  // namespace
+
+TEST_CASE("onnx: traced models (CNN with batch norm, transformer encoder) run in onnxruntime as in ember",
+          "[jit][onnx][onnxruntime]") {
+  em::manual_seed(11);
+  traced_cnn c;
+  c.train();
+  for (int i = 0; i < 3; ++i) (void)c(em::randn<float>({8, 1, 6, 6}));
+  c.eval();
+  auto tc = jit::trace(c, {em::randn<float>({1, 1, 6, 6})});
+  traced_encoder e;
+  e.eval();
+  auto te = jit::trace(e, {em::randn<float>({2, 4, 8})});
+  // the symbolic batch is an ONNX dim_param
+  const std::string bytes = jit::to_onnx(tc.graph());
+  CHECK(bytes.find("ember") != std::string::npos);
+  if (!have_onnx()) {
+    WARN("python3 onnx not importable: onnx.checker skipped");
+  } else {
+    onnx_check(tc.graph());
+    onnx_check(te.graph());
+  }
+  if (!have_ort()) {
+    WARN("python3 onnxruntime/numpy not importable: onnxruntime comparison skipped");
+    return;
+  }
+  const auto x = em::randn<float>({5, 1, 6, 6});
+  CHECK(max_diff(run_ort(tc.graph(), {{"input0", x}})[0], c(x)) < 1e-5);
+  const auto s = em::randn<float>({5, 4, 8});
+  CHECK(max_diff(run_ort(te.graph(), {{"input0", s}})[0], e(s)) < 1e-5);
+}

@@ -357,10 +357,10 @@ any_tensor run_shape_op(const node& n, const std::vector<any_tensor>& in) {
 
 }  // namespace detail
 
-/// Runs one node on its input tensors (the graph supplies the output value types).
+namespace detail {
+/// One node with one output (everything but fused groups and custom ops).
 template <class = void>
-std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vector<any_tensor>& in) {
-  using namespace detail;
+any_tensor run_single(const graph& g, const node& n, const std::vector<any_tensor>& in) {
   const op k = n.kind;
   if (k == op::scalar) {
     const value& out = g.at(n.outputs.at(0));
@@ -372,6 +372,56 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
       return t;
     })};
   }
+  if (k == op::cast) {
+    const dtype to = g.at(n.outputs.at(0)).type;
+    return visit_graph_dtype(to, "cast", [&](auto e) -> any_tensor {
+      using U = decltype(e);
+      return visit_graph_dtype(in.at(0), "cast", [](const auto& x) -> any_tensor {
+        return x.template to<U>();
+      });
+    });
+  }
+  if (k == op::argmax || k == op::argmin) {
+    const bool keepdim = attr_or<std::int64_t>(n, "keepdim", 0) != 0;
+    const bool has_dim = n.attrs.count("dim") != 0;
+    return visit_numeric<true>(in.at(0), k, [&](const auto& x) -> any_tensor {
+      if (k == op::argmax) return has_dim ? ember::argmax(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmax(x);
+      return has_dim ? ember::argmin(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmin(x);
+    });
+  }
+  if (k == op::embedding) {
+    const auto w = in.at(1);
+    return visit_numeric<false>(w, k, [&](const auto& wt) -> any_tensor {
+      return ember::embedding(in.at(0).get<std::int64_t>(), wt);
+    });
+  }
+  if (is_elementwise(k)) {
+    switch (in.size()) {
+      case 1: return run_unary(k, in[0]);
+      case 2: return run_binary(k, in[0], in[1]);
+      case 3: return run_ternary(k, in[0], in[1], in[2]);
+      default: break;
+    }
+  }
+  switch (k) {
+    case op::sum: case op::mean: case op::prod: case op::amax: case op::amin:
+    case op::var: case op::std: case op::logsumexp:
+      return run_reduction(n, in.at(0));
+    case op::reshape: case op::permute: case op::expand: case op::slice: case op::select:
+    case op::contiguous: case op::cat: case op::stack:
+      return run_shape_op(n, in);
+    default:
+      return run_float_op(n, in);
+  }
+}
+
+}  // namespace detail
+
+/// Runs one node on its input tensors (the graph supplies the output value types).
+template <class = void>
+std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vector<any_tensor>& in) {
+  using namespace detail;
+  const op k = n.kind;
   if (k == op::fused) {
     ::ember::detail::check(n.body != nullptr, errc::value, "jit: fused node without a body");
     bool grad = false;
@@ -399,47 +449,7 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
     return out;
   }
   if (k == op::custom) return run_custom(attr<std::string>(n, "name"), in);
-  if (k == op::cast) {
-    const dtype to = g.at(n.outputs.at(0)).type;
-    return {visit_graph_dtype(to, "cast", [&](auto e) -> any_tensor {
-      using U = decltype(e);
-      return visit_graph_dtype(in.at(0), "cast", [](const auto& x) -> any_tensor {
-        return x.template to<U>();
-      });
-    })};
-  }
-  if (k == op::argmax || k == op::argmin) {
-    const bool keepdim = attr_or<std::int64_t>(n, "keepdim", 0) != 0;
-    const bool has_dim = n.attrs.count("dim") != 0;
-    return {visit_numeric<true>(in.at(0), k, [&](const auto& x) -> any_tensor {
-      if (k == op::argmax) return has_dim ? ember::argmax(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmax(x);
-      return has_dim ? ember::argmin(x, attr<std::int64_t>(n, "dim"), keepdim) : ember::argmin(x);
-    })};
-  }
-  if (k == op::embedding) {
-    const auto w = in.at(1);
-    return {visit_numeric<false>(w, k, [&](const auto& wt) -> any_tensor {
-      return ember::embedding(in.at(0).get<std::int64_t>(), wt);
-    })};
-  }
-  if (is_elementwise(k)) {
-    switch (in.size()) {
-      case 1: return {run_unary(k, in[0])};
-      case 2: return {run_binary(k, in[0], in[1])};
-      case 3: return {run_ternary(k, in[0], in[1], in[2])};
-      default: break;
-    }
-  }
-  switch (k) {
-    case op::sum: case op::mean: case op::prod: case op::amax: case op::amin:
-    case op::var: case op::std: case op::logsumexp:
-      return {run_reduction(n, in.at(0))};
-    case op::reshape: case op::permute: case op::expand: case op::slice: case op::select:
-    case op::contiguous: case op::cat: case op::stack:
-      return {run_shape_op(n, in)};
-    default:
-      return {run_float_op(n, in)};
-  }
+  return {detail::run_single(g, n, in)};
 }
 
 /// Runs a graph: checks the inputs against the graph's input values (count, dtype, rank, and
@@ -492,6 +502,14 @@ std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>&
     }
     args.clear();
     for (int v : n.inputs) args.push_back(env[static_cast<std::size_t>(v)]);
+    if (n.kind != op::fused && n.kind != op::custom && n.outputs.size() == 1) {
+      any_tensor out = detail::run_single(g, n, args);
+      args.clear();
+      for (int v : n.inputs)
+        if (--uses[static_cast<std::size_t>(v)] == 0) env[static_cast<std::size_t>(v)] = any_tensor();
+      env[static_cast<std::size_t>(n.outputs[0])] = std::move(out);
+      continue;
+    }
     auto out = run_node(g, n, args);
     ::ember::detail::check(out.size() == n.outputs.size(), errc::internal, "jit: ", name(n.kind),
                            " gave ", out.size(), " outputs, the graph expects ", n.outputs.size());
