@@ -342,9 +342,11 @@ std::tuple<tensor<T>, tensor<std::int64_t>> max_pool2d_impl(const tensor<T>& x,
   const std::int64_t n = g.cols();
   T* op_ = out.data();
   std::int64_t* ip = Idx ? ind.data() : nullptr;
-  const auto [rows, cols] = window_taps(g);
+  const auto taps = window_taps(g);  // (no structured binding: clang 14 cannot capture one)
+  const tap_span* rows = taps.first.data();
+  const tap_span* cols = taps.second.data();
   for_each_plane(x4, n * g.kh * g.kw, [&](std::int64_t q, const T* src, std::int64_t hs, std::int64_t ws) {
-    max_pool_plane<Idx>(src, hs, ws, g, rows.data(), cols.data(), op_ + q * n, Idx ? ip + q * n : nullptr);
+    max_pool_plane<Idx>(src, hs, ws, g, rows, cols, op_ + q * n, Idx ? ip + q * n : nullptr);
   });
   return {out, ind};
 }
