@@ -52,10 +52,14 @@ case "$cmd" in
       # alignment checks (one check site for both, at every reference binding in the
       # templates) take a third of the compile time and are left out: a null access still
       # crashes under ASan's handler, and the fuzzers (test/fuzz, .ci/run) keep every UBSan
-      # check on the loaders, where misaligned reads could come from a file. The examples are
-      # not tests: this build leaves them out.
+      # check on the loaders, where misaligned reads could come from a file. ASan's checks are
+      # calls into its runtime instead of inline code (call threshold 0): the same checks, a
+      # smaller program to compile, 15-23% less compile time (measured on
+      # test/autograd/index_join.cpp: 44 s -> 34 s); the tests run slower, which costs seconds.
+      # The examples are not tests: this build leaves them out.
       opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=0 -Ddebug=false
-             "-Dcpp_args=-fno-sanitize=null,alignment" -Dexamples=false)
+             "-Dcpp_args=-fno-sanitize=null,alignment --param=asan-instrumentation-with-call-threshold=0"
+             -Dexamples=false)
     else
       dir=${BUILD_DIR:-build-plain}
       opts+=(-Dexamples=true)

@@ -3,6 +3,7 @@
 // package is present the models pass onnx.checker (full_check), and when onnxruntime is present
 // they run there with a batch size other than 1 and match ember's eager ops.
 #include <ember/ember.hpp>
+#include <ember/jit/extern.hpp>  // the interpreter is instantiated once: jit/instantiate.cpp
 #include <ember/io/npy.hpp>
 #include <ember/jit/onnx.hpp>
 #include <ember/jit/protobuf.hpp>

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <ember/ember.hpp>
+#include <ember/jit/extern.hpp>  // the interpreter is instantiated once: jit/instantiate.cpp
 #include <ember/jit/fused.hpp>
 #include <ember/jit/passes.hpp>
 

@@ -2,6 +2,7 @@
 // loaded models reproduce the eager model (MLP, CNN with batch norm, transformer encoder layer).
 #include <catch2/catch.hpp>
 #include <ember/ember.hpp>
+#include <ember/jit/extern.hpp>  // the interpreter is instantiated once: jit/instantiate.cpp
 
 #include <cstdio>
 #include <filesystem>
