@@ -384,8 +384,9 @@ TEST_CASE("parallel_for covers every index exactly once", "[parallel]") {
   threads_guard guard;
   for (int threads : {1, 2, 4}) {
     em::set_num_threads(threads);
-    for (auto [b, e] : {std::pair<std::int64_t, std::int64_t>{0, 0}, {5, 5}, {7, 3}, {0, 1}, {3, 1000},
-                        {-50, 50}, {0, 100003}}) {
+    for (auto range : {std::pair<std::int64_t, std::int64_t>{0, 0}, {5, 5}, {7, 3}, {0, 1}, {3, 1000},
+                       {-50, 50}, {0, 100003}}) {
+      const std::int64_t b = range.first, e = range.second;  // captured below: not a binding
       for (std::int64_t grain : {std::int64_t{0}, std::int64_t{1}, std::int64_t{7}, std::int64_t{1000},
                                  std::int64_t{1} << 30}) {
         CAPTURE(threads, b, e, grain);

@@ -392,7 +392,9 @@ TEST_CASE("unpickle: malformed pickles and exceeded limits are errc::io", "[io][
       {"\x80\x02T\xff\xff\xff\xff."s, "negative BINSTRING length"},
       {"\x80\x04\x95\xff\x00\x00\x00\x00\x00\x00\x00."s, "FRAME of 255 bytes"},
   };
-  for (const auto& [bytes, says] : cases) {
+  for (const auto& c : cases) {
+    const std::string& bytes = c.first;  // not a structured binding: the lambda captures it
+    const auto& says = c.second;
     INFO(says);
     CHECK(error_of([&] { unpickle_bytes(bytes); }) == em::errc::io);
     CHECK_THAT(unpickle_message(bytes), Catch::Contains(says));

@@ -365,7 +365,8 @@ TEMPLATE_TEST_CASE("topk's heap path and sort's key path agree, ties and NaN inc
     const auto few = em::topk(x, 4, 1, largest);         // heap path (16 k <= n)
     check_equal(few.indices, full.indices.slice(1, 0, 4).contiguous());
     // stable: equal keys in index order, so each run of equal values has increasing indices
-    const auto v = full.values.template to<float>(), ix = full.indices;
+    const auto v = full.values.template to<float>();
+    const auto ix = full.indices;
     bool stable = true;
     for (std::int64_t r = 0; r < 3; ++r)
       for (std::int64_t j = 1; j < 100; ++j) {

@@ -54,7 +54,8 @@ bool same_state_dict(const em::state_dict& a, const em::state_dict& b) {
 
 em::state_dict deep_copy(const em::state_dict& sd) {
   em::state_dict out;
-  for (const auto& [key, t] : sd) t.visit([&](const auto& typed) { out.insert(key, typed.clone()); });
+  for (const auto& entry : sd)  // not a structured binding: the lambda captures the key
+    entry.second.visit([&](const auto& typed) { out.insert(entry.first, typed.clone()); });
   out.metadata() = sd.metadata();
   return out;
 }

@@ -37,7 +37,8 @@ struct value {
   bool is_integer = false;
   std::string str;
   std::vector<value> arr;
-  std::vector<std::pair<std::string, value>> obj;  // in file order
+  struct member;             // {first: key, second: value}, defined below
+  std::vector<member> obj;  // in file order
 
   bool is_null() const { return k == kind::null; }
   bool is_number() const { return k == kind::number; }
@@ -46,12 +47,7 @@ struct value {
   bool is_object() const { return k == kind::object; }
 
   /// The member `key` of an object, or nullptr.
-  const value* find(std::string_view key) const {
-    if (k != kind::object) return nullptr;
-    for (const auto& [name, v] : obj)
-      if (name == key) return &v;
-    return nullptr;
-  }
+  const value* find(std::string_view key) const;  // defined below, once value is complete
   /// The member `key`; throws when missing.
   const value& at(std::string_view key) const {
     const value* v = find(key);
@@ -81,6 +77,20 @@ struct value {
     return out;
   }
 };
+
+// not std::pair<std::string, value>: with clang, that pair's traits need value's destructor
+// while value's members are still being instantiated
+struct value::member {
+  std::string first;
+  value second;
+};
+
+inline const value* value::find(std::string_view key) const {
+  if (k != kind::object) return nullptr;
+  for (const auto& [name, v] : obj)
+    if (name == key) return &v;
+  return nullptr;
+}
 
 namespace detail {
 struct parser {
@@ -215,7 +225,7 @@ struct parser {
           for (const auto& kv : v.obj)
             if (kv.first == key) fail("duplicate key '" + key + "'");
           expect(':');
-          v.obj.emplace_back(std::move(key), parse_value());
+          v.obj.push_back(value::member{std::move(key), parse_value()});
           if (peek() == ',') { ++i; continue; }
           expect('}');
           break;

@@ -75,7 +75,11 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
   // processes the flattened element range [begin, end) with its own copy of the evaluator
   auto process = [&](auto mode_tag, std::int64_t begin, std::int64_t end) {
     constexpr int mode = decltype(mode_tag)::value;
-    evaluator<E> local = ev;
+    // the local evaluator's type depends on the mode, so its packet calls are dependent and
+    // the discarded packet branch of the scalar mode is never instantiated (clang resolves
+    // non-dependent calls in a generic lambda eagerly, deducing their return types)
+    using local_evaluator = std::conditional_t<mode >= 0, evaluator<E>, void>;
+    local_evaluator local = ev;
     std::int64_t row = begin / n, col = begin % n;
     shape idx(rank > 1 ? rank - 1 : 0, 0);
     std::int64_t opos = 0;

@@ -86,7 +86,9 @@ class batch_norm_base : public nn::module<Derived, T> {
   nn::batch_norm_options options;
 
  private:
-  std::string type_label() const { return static_cast<const Derived&>(*this).type_name(); }
+  // Derived's static name, not its virtual type_name(): the constructor's checks run before
+  // Derived exists (a downcast there is undefined behaviour; clang's UBSan flags it)
+  static std::string type_label() { return Derived::label; }
 };
 
 }  // namespace ember::detail
@@ -106,7 +108,8 @@ class basic_batch_norm1d : public detail::batch_norm_base<basic_batch_norm1d<T>,
     ember::detail::check(x.dim() == 2 || x.dim() == 3, errc::shape,
                          "BatchNorm1d: expected a 2-D or 3-D input (N, C[, L]), got shape ", x.shape());
   }
-  std::string type_name() const override { return "BatchNorm1d"; }
+  static constexpr const char* label = "BatchNorm1d";
+  std::string type_name() const override { return label; }
 };
 using batch_norm1d = basic_batch_norm1d<float>;
 
@@ -122,7 +125,8 @@ class basic_batch_norm2d : public detail::batch_norm_base<basic_batch_norm2d<T>,
     ember::detail::check(x.dim() == 4, errc::shape,
                          "BatchNorm2d: expected a 4-D input (N, C, H, W), got shape ", x.shape());
   }
-  std::string type_name() const override { return "BatchNorm2d"; }
+  static constexpr const char* label = "BatchNorm2d";
+  std::string type_name() const override { return label; }
 };
 using batch_norm2d = basic_batch_norm2d<float>;
 

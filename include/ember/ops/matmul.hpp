@@ -115,8 +115,10 @@ void matmul_into(const tensor<T>& a, const tensor<T>& b, const tensor<T>& out, T
     for (std::int64_t i = i0; i < i1; ++i) {
       std::int64_t ao, bo, co;
       offsets(i, ao, bo, co);
-      gemm<T>(m, n, k, alpha, a.data() + ao, a_rs, a_cs, b.data() + bo, b_rs, b_cs, beta,
-              out.data() + co, c_rs, c_cs);
+      // an empty operand (k == 0) has no buffer: no offset is applied to its null pointer
+      const auto at = [](auto* p, std::int64_t off) { return p ? p + off : p; };
+      gemm<T>(m, n, k, alpha, at(a.data(), ao), a_rs, a_cs, at(b.data(), bo), b_rs, b_cs, beta,
+              at(out.data(), co), c_rs, c_cs);
     }
   });
 }

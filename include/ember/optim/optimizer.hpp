@@ -350,7 +350,10 @@ class optimizer {
     // state: one entry per parameter id, shapes as the parameter
     std::vector<std::vector<std::optional<State>>> states(groups_.size());
     for (std::size_t gi = 0; gi < groups_.size(); ++gi) states[gi].resize(groups_[gi].params.size());
-    for (auto& [id, entries] : saved_state) {
+    for (auto& saved_entry : saved_state) {
+      // named, not a structured binding: clang 14 rejects lambdas capturing bindings
+      const auto id = saved_entry.first;
+      auto& entries = saved_entry.second;
       const std::string prefix = "state." + std::to_string(id) + ".";
       auto where = id_map.find(id);
       if (where == id_map.end()) {
