@@ -435,8 +435,13 @@ class tensor {
     return out;
   }
 
-  /// A new handle to the same data, cut from the autograd graph.
-  tensor detach() const { return make_view(shape(), strides(), impl().offset); }
+  /// A new handle to the same data, cut from the autograd graph. Traced as a detach node (a
+  /// graph run with grad enabled stops the gradient there too; ONNX: Identity).
+  tensor detach() const {
+    tensor out = make_view(shape(), strides(), impl().offset);
+    if (const jit::detail::op_scope traced; traced) traced.record(op::detach, out, {}, *this);
+    return out;
+  }
 
   /// Converts the elements to U (a new tensor; this tensor when U == T).
   template <class U>

@@ -168,6 +168,30 @@ TEST_CASE("jit::trace: callables, several outputs, elementwise chains, reduction
   CHECK(em::amax(em::abs(outs[2].get<double>() - mx)).item() < 1e-12);
 }
 
+TEST_CASE("jit::trace: detach() is a node: new inputs flow through it, gradients stop there", "[jit]") {
+  // y = w x + (w x)^2 with the square detached (a stop-gradient target)
+  auto f = [](const em::tensor<double>& x, const em::tensor<double>& w) {
+    const em::tensor<double> wx = w * x;
+    const em::tensor<double> target = em::square(wx);
+    return em::tensor<double>(wx + target.detach());
+  };
+  const auto x = em::randn<double>({2, 3}), w = em::randn<double>({3});
+  auto traced = em::jit::trace(f, {x, w});
+  std::ostringstream text;
+  text << traced.graph();
+  CHECK(text.str().find("detach") != std::string::npos);
+  // other inputs: computed through the detach node, not a value captured at trace time
+  const auto x2 = em::randn<double>({5, 3});
+  const em::tensor<double> w2 = em::randn<double>({3}).requires_grad_();
+  em::tensor<double> y = traced({x2, w2});
+  CHECK(em::amax(em::abs(y - f(x2, w2).detach())).item() < 1e-12);
+  // d/dw sum(w x + stop(w x)^2) = sum over rows of x: the detached term adds nothing
+  em::sum(y).backward();
+  CHECK(em::amax(em::abs(w2.grad() - em::sum(x2, 0))).item() < 1e-12);
+  // ONNX: an Identity node
+  CHECK(std::string(em::jit::detail::onnx_unary(em::op::detach)) == "Identity");
+}
+
 TEST_CASE("jit::trace: data-dependent control flow warns; untraceable ops are errors", "[jit]") {
   std::vector<std::string> warnings;
   auto f = [](const em::tensor<float>& x) -> em::tensor<float> {

@@ -346,6 +346,7 @@ any_tensor run_shape_op(const node& n, const std::vector<any_tensor>& in) {
                        attr<std::int64_t>(n, "end"), attr<std::int64_t>(n, "step"));
       case op::select: return x.select(attr<std::int64_t>(n, "dim"), attr<std::int64_t>(n, "index"));
       case op::contiguous: return x.clone();
+      case op::detach: return x.detach();
       case op::cat: return ember::cat(typed_list<T>(in, "cat"), attr<std::int64_t>(n, "dim"));
       case op::stack: return ember::stack(typed_list<T>(in, "stack"), attr<std::int64_t>(n, "dim"));
       default: break;
@@ -408,7 +409,7 @@ any_tensor run_single(const graph& g, const node& n, const std::vector<any_tenso
     case op::var: case op::std: case op::logsumexp:
       return run_reduction(n, in.at(0));
     case op::reshape: case op::permute: case op::expand: case op::slice: case op::select:
-    case op::contiguous: case op::cat: case op::stack:
+    case op::contiguous: case op::detach: case op::cat: case op::stack:
       return run_shape_op(n, in);
     default:
       return run_float_op(n, in);

@@ -77,6 +77,7 @@ constexpr const char* onnx_unary(op o) noexcept {
     case op::round: return "Round";         case op::reciprocal: return "Reciprocal";
     case op::erf: return "Erf";             case op::logical_not: return "Not";
     case op::contiguous: return "Identity";
+    case op::detach: return "Identity";
     // clang-format on
     default: return nullptr;
   }

@@ -542,7 +542,8 @@ constexpr std::pair<int, int> input_count(op o) noexcept {
     case op::leaky_relu: case op::elu: return {2, 2};
     case op::cast: case op::softmax: case op::log_softmax: case op::max_pool2d:
     case op::avg_pool2d: case op::adaptive_avg_pool2d: case op::reshape: case op::permute:
-    case op::expand: case op::slice: case op::select: case op::contiguous: return {1, 1};
+    case op::expand: case op::slice: case op::select: case op::contiguous:
+    case op::detach: return {1, 1};
     case op::matmul: case op::embedding: return {2, 2};
     case op::linear: case op::conv2d: case op::layer_norm: case op::group_norm: return {3, 3};
     case op::batch_norm: return {5, 5};
