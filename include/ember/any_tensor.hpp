@@ -68,7 +68,10 @@ class any_tensor {
   std::shared_ptr<detail::tensor_impl> impl_;
 };
 
-inline std::ostream& operator<<(std::ostream& os, const any_tensor& t) {
+// a template (never deduced) so that a program that prints no any_tensor does not compile the
+// printers of every dtype (Note [Deferred instantiation])
+template <class = void>
+std::ostream& operator<<(std::ostream& os, const any_tensor& t) {
   if (!t.defined()) return os << "any_tensor(undefined)";
   t.visit([&](const auto& typed) { os << typed; });
   return os;

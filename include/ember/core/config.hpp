@@ -54,6 +54,18 @@
 #define EMBER_DEFAULT_CPU_CACHE_LIMIT (std::size_t{4} << 30)
 #endif
 
+// Note [Deferred instantiation]: a non-template inline function is checked in full in every
+// translation unit that includes it, called or not, and every template it uses is instantiated
+// there (at the end of the unit). An entry point that visits every dtype (printing an
+// any_tensor, loading or saving .npy/safetensors/ONNX, load_state_dict, module.to(device))
+// thereby made every program that includes <ember/ember.hpp> compile the conversions, copies and
+// printers of all twelve element types. Such entry points are templates with a defaulted
+// parameter that is never given (`template <int = 0>`, or `template <class = void>` where no
+// other overload takes an explicit type argument), so that only a program that calls one pays
+// for it. Measured on a file holding only #include <ember/ember.hpp>: GCC 12 -fsyntax-only
+// 15.1 -> 11.3 s; clang 14's pending instantiations 6.9 -> 3.8 s. What remains is reached from
+// virtual functions (LR schedulers' load_options), which cannot be templates.
+
 namespace ember {
 inline constexpr std::size_t alignment = EMBER_ALIGNMENT;
 }  // namespace ember

@@ -264,7 +264,8 @@ any_tensor read_npy(Read&& read, std::uint64_t total, std::string_view source) {
 
 /// Decodes the bytes of an .npy file held in memory (see load_npy).
 ///   em::any_tensor a = em::io::decode_npy(bytes);
-inline any_tensor decode_npy(std::span<const std::uint8_t> bytes, std::string_view source = "<memory>") {
+template <int = 0>  // Note [Deferred instantiation]
+any_tensor decode_npy(std::span<const std::uint8_t> bytes, std::string_view source = "<memory>") {
   std::size_t pos = 0;
   auto read = [&](void* dst, std::size_t n) {
     ember::detail::check(n <= bytes.size() - pos, errc::io, "load_npy: '", source, "': truncated");
@@ -278,7 +279,8 @@ inline any_tensor decode_npy(std::span<const std::uint8_t> bytes, std::string_vi
 /// result is a contiguous C-order tensor). Corrupt, truncated or lying files are ember::error
 /// (io); NumPy dtypes ember lacks (u4, c8, ...) are ember::error (dtype).
 ///   em::any_tensor a = em::io::load_npy("x.npy");  a.dtype();  // e.g. em::dtype::f64
-inline any_tensor load_npy(const std::string& path) {
+template <int = 0>  // Note [Deferred instantiation]
+any_tensor load_npy(const std::string& path) {
   std::error_code ec;
   const std::uintmax_t total = std::filesystem::file_size(path, ec);
   ember::detail::check(!ec, errc::io, "load_npy: cannot open '", path, "': ", ec.message());
@@ -351,7 +353,8 @@ void npy_data(const any_tensor& t, Sink&& sink) {
 
 /// The bytes of an .npy file (format 1.0, little-endian, C order) holding t.
 ///   std::vector<std::uint8_t> b = em::io::encode_npy(t);
-inline std::vector<std::uint8_t> encode_npy(const any_tensor& t) {
+template <int = 0>  // Note [Deferred instantiation]
+std::vector<std::uint8_t> encode_npy(const any_tensor& t) {
   const std::string prefix = detail::npy_prefix(t);
   std::vector<std::uint8_t> out(prefix.begin(), prefix.end());
   detail::npy_data(t, [&](const unsigned char* p, std::size_t n) { out.insert(out.end(), p, p + n); });
@@ -361,7 +364,8 @@ inline std::vector<std::uint8_t> encode_npy(const any_tensor& t) {
 /// Saves t as an .npy file readable by numpy.load (atomically: a failed save keeps the old
 /// file). Any device; bfloat16 has no NumPy dtype (an ember::error, dtype).
 ///   em::io::save_npy(em::arange<std::int64_t>(0, 6).view({2, 3}), "x.npy");
-inline void save_npy(const any_tensor& t, const std::string& path) {
+template <int = 0>  // Note [Deferred instantiation]
+void save_npy(const any_tensor& t, const std::string& path) {
   const std::string prefix = detail::npy_prefix(t);
   atomic_write(path, [&](file_writer& w) {
     w.write(prefix);

@@ -354,7 +354,8 @@ inline state_dict load_safetensors(const std::string& path) {
 /// (value) before anything is written; a failed write (a full disk, a tensor that cannot reach
 /// the CPU) is an ember::error (io) that leaves the previous file as it was.
 ///   em::io::save_safetensors(sd, "net.safetensors");
-inline void save_safetensors(const state_dict& sd, const std::string& path) {
+template <int = 0>  // Note [Deferred instantiation]
+void save_safetensors(const state_dict& sd, const std::string& path) {
   const std::string ctx = "save_safetensors: '" + path + "'";
   const auto utf8 = [&](std::string_view s, const char* what) {
     ::ember::detail::check(json::is_valid_utf8(s), errc::value, ctx, ": ", what, " ",

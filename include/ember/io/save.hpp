@@ -11,7 +11,8 @@ namespace ember {
 /// Saves a state_dict (parameters, buffers, optimizer state, metadata) as a .safetensors file;
 /// a failed save keeps the previous file (see io::save_safetensors):
 ///   em::save(net.state_dict(), "net.safetensors");
-inline void save(const state_dict& sd, const std::string& path) { io::save_safetensors(sd, path); }
+template <int = 0>  // Note [Deferred instantiation]
+void save(const state_dict& sd, const std::string& path) { io::save_safetensors(sd, path); }
 
 /// Loads a .safetensors file into a state_dict, tensors in file order (see
 /// io::load_safetensors); a missing or malformed file is an ember::error (io):

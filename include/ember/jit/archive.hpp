@@ -19,7 +19,8 @@ inline constexpr int format_version = 1;
 
 /// Writes m's graph and constants to `path` (atomically: a crash never leaves half a file).
 ///   em::jit::save(traced, "net.ember");
-inline void save(const graph_module& m, const std::string& path) {
+template <int = 0>  // Note [Deferred instantiation]
+void save(const graph_module& m, const std::string& path) {
   state_dict sd = m.state_dict();
   sd.metadata()["format"] = "ember.jit";
   sd.metadata()["version"] = std::to_string(format_version);

@@ -110,7 +110,9 @@ constexpr const char* onnx_reduce(op o) noexcept {
   }
 }
 
-/// Builds the ModelProto of one graph (see Note [ONNX naming]).
+/// Builds the ModelProto of one graph (see Note [ONNX naming]). A template only for
+/// Note [Deferred instantiation]: use onnx_builder<>.
+template <class = void>
 class onnx_builder {
  public:
   explicit onnx_builder(const onnx_options& o) : opt_(o) {}
@@ -220,7 +222,7 @@ class onnx_builder {
   static bool known_scalar(const scope& s, int id, double& out) {
     if (auto it = s.scalars.find(id); it != s.scalars.end()) return out = it->second, true;
     if (s.g.is_constant(id) && s.g.constants.at(id).numel() == 1) {
-      out = s.g.constants.at(id).to<double>().cpu().contiguous().data()[0];
+      out = s.g.constants.at(id).template to<double>().cpu().contiguous().data()[0];
       return true;
     }
     return false;
@@ -659,13 +661,15 @@ class onnx_builder {
 ///   std::string bytes = em::jit::to_onnx(g);
 /// Errors (ember::error): an op without an ONNX mapping (custom ops, batch_norm in training
 /// mode, ...) naming it; an opset other than 17.
-inline std::string to_onnx(const graph& g, const onnx_options& o = {}) {
-  return detail::onnx_builder(o).model(g);
+template <int = 0>  // Note [Deferred instantiation]
+std::string to_onnx(const graph& g, const onnx_options& o = {}) {
+  return detail::onnx_builder<>(o).model(g);
 }
 
 /// Writes to_onnx(g, o) to path atomically (the previous file survives a failed export):
 ///   em::jit::export_onnx(g, "net.onnx");
-inline void export_onnx(const graph& g, const std::string& path, const onnx_options& o = {}) {
+template <int = 0>  // Note [Deferred instantiation]
+void export_onnx(const graph& g, const std::string& path, const onnx_options& o = {}) {
   const std::string bytes = to_onnx(g, o);
   io::atomic_write(path, [&](io::file_writer& w) { w.write(bytes); });
 }

@@ -259,7 +259,8 @@ void append_le(std::string& out, const T* p, std::size_t n) {
 }
 
 /// A TensorProto (dims 1, data_type 2, name 8, raw_data 9) holding a contiguous CPU copy of t.
-inline pb_writer onnx_tensor(const std::string& name, const any_tensor& t) {
+template <int = 0>  // Note [Deferred instantiation]
+pb_writer onnx_tensor(const std::string& name, const any_tensor& t) {
   pb_writer w;
   std::vector<std::int64_t> dims(t.shape().begin(), t.shape().end());
   w.packed_varints(1, dims);

@@ -103,7 +103,8 @@ inline std::string join_name(const std::string& prefix, std::string_view name) {
 
 /// Moves a tensor to `dev` in place: every handle (the module member, an optimizer's copy)
 /// sees the moved data; requires_grad and the gradient (moved too) are kept.
-inline void move_impl_to(const any_tensor& t, device dev) {
+template <int = 0>  // Note [Deferred instantiation]
+void move_impl_to(const any_tensor& t, device dev) {
   if (!t.defined() || t.device() == dev) return;
   t.visit([&](auto typed) {
     auto moved = typed.detach().to(dev);
@@ -174,6 +175,7 @@ class module_base {
   bool is_training() const noexcept { return training_; }
 
   /// Clears the gradients of every parameter (set_to_none, PyTorch 2's default) or zeroes them.
+  template <int = 0>  // Note [Deferred instantiation]
   void zero_grad(bool set_to_none = true) {
     for (auto& [name, p] : named_parameters_any())
       p.visit([&](auto t) {
@@ -190,6 +192,7 @@ class module_base {
 
   /// Moves every parameter and buffer to `dev` in place (handles held elsewhere, e.g. by an
   /// optimizer, see the moved tensors).
+  template <int = 0>  // Note [Deferred instantiation]
   void to(device dev) {
     for (auto& [name, p] : named_parameters_any()) detail::move_impl_to(p, dev);
     for (auto& [name, b] : named_buffers()) detail::move_impl_to(b, dev);
@@ -215,6 +218,7 @@ class module_base {
   /// PyTorch's copy_). Strict (the default): missing or unexpected keys are errors; a shape
   /// mismatch is always an error. All problems are reported together in one ember::error, and
   /// nothing is copied then.
+  template <int = 0>  // Note [Deferred instantiation]
   load_state_dict_result load_state_dict(const ember::state_dict& sd,
                                          const load_state_dict_options& options = {}) {
     const ember::state_dict own = state_dict();
@@ -390,7 +394,8 @@ struct rebind_module<Tmpl<T, Rest...>, T, U> {
 /// After `to` was built as a converted twin of `from` (same structure, other element type):
 /// copies the values (converted), each module's training mode, each parameter's requires_grad
 /// and gradient (converted), as PyTorch's module.to(dtype) keeps them.
-inline void copy_converted(nn::module_base& from, nn::module_base& to);
+template <int = 0>  // Note [Deferred instantiation]
+void copy_converted(nn::module_base& from, nn::module_base& to);
 
 template <class M>
 void add_member(std::vector<module_member>& out, const char* name, M& m) {
@@ -521,7 +526,8 @@ class module : public module_base {
 
 namespace ember::detail {
 
-inline void copy_converted(nn::module_base& from, nn::module_base& to) {
+template <int>
+void copy_converted(nn::module_base& from, nn::module_base& to) {
   auto from_modules = from.named_modules();
   auto to_modules = to.named_modules();
   std::ostringstream structure;

@@ -101,7 +101,8 @@ inline std::optional<dotted_key> split_key(std::string_view key) {
 }
 
 /// The value of a 0-d real tensor (any dtype but bool), or nullopt.
-inline std::optional<double> scalar_real(const any_tensor& t) {
+template <int = 0>  // Note [Deferred instantiation]
+std::optional<double> scalar_real(const any_tensor& t) {
   if (t.dim() != 0 || t.dtype() == dtype::boolean) return std::nullopt;
   return t.to<double>().item();
 }
