@@ -5,6 +5,7 @@
 #include <ember/jit/extern.hpp>  // the interpreter is instantiated once: jit/instantiate.cpp
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -166,6 +167,58 @@ TEST_CASE("jit::trace: callables, several outputs, elementwise chains, reduction
   CHECK(em::amax(em::abs(outs[1].get<double>() - sm)).item() < 1e-12);
   CHECK(outs[2].shape() == mx.shape());
   CHECK(em::amax(em::abs(outs[2].get<double>() - mx)).item() < 1e-12);
+}
+
+TEST_CASE("jit: unary ops on dying intermediates run in place with eager's values, bit for bit",
+          "[jit]") {
+  // Note [Interpreter hot path]: a unary op whose input nothing else reads runs in place, by a
+  // plain packet loop below one parallel task and by run_elementwise above; both must give
+  // eager code's values exactly, tails (any length mod the packet width) included
+  auto chain = [](const em::tensor<float>& x) {
+    em::tensor<float> h = x * 3.f;  // a new buffer that only this chain reads
+    h = em::tanh(h);
+    h = em::sigmoid(h);
+    h = em::exp(h);
+    h = em::gelu(h);
+    h = em::relu(h - 1.5f);
+    return em::tensor<float>(em::sqrt(h));
+  };
+  em::no_grad_guard ng;
+  auto traced = em::jit::trace(chain, {em::randn<float>({2, 1})}, {.optimize = false});
+  std::ostringstream text;
+  text << traced.graph();
+  CHECK(text.str().find("tanh") != std::string::npos);  // one node per op: nothing fused
+  CHECK(text.str().find("fused") == std::string::npos);
+  for (std::int64_t n : {1, 3, 4, 5, 8, 17, 19, 33, 40000}) {
+    const auto x = em::randn<float>({n, 1});
+    const em::tensor<float> got = traced({x});
+    const em::tensor<float> want = chain(x);
+    INFO("n = " << n);
+    REQUIRE(got.shape() == want.shape());
+    CHECK(std::memcmp(got.data(), want.data(), static_cast<std::size_t>(n) * sizeof(float)) == 0);
+    CHECK(x.data() != got.data());  // the caller's input is never overwritten
+  }
+}
+
+TEST_CASE("jit: a value no node computes is an error when read, not an undefined tensor", "[jit]") {
+  em::jit::graph g;
+  const int x = g.add_value(em::dtype::f32, {2}, "x");
+  const int y = g.add_value(em::dtype::f32, {2}, "y");
+  const int z = g.add_value(em::dtype::f32, {2}, "z");
+  g.inputs = {x};
+  g.nodes.push_back({.kind = em::op::add, .inputs = {x, y}, .outputs = {z}});
+  g.outputs = {z};
+  CHECK_THROWS_WITH(em::jit::run_graph(g, {em::ones<float>({2})}),
+                    Catch::Contains("%y is read before any node computes it"));
+  g.nodes.clear();
+  g.outputs = {y};
+  CHECK_THROWS_WITH(em::jit::run_graph(g, {em::ones<float>({2})}),
+                    Catch::Contains("%y is read before any node computes it"));
+  g.outputs = {x};  // an input passed straight through
+  const auto one = em::ones<float>({2});
+  const auto out = em::jit::run_graph(g, {one});
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].is_same(one));
 }
 
 TEST_CASE("jit::trace: detach() is a node: new inputs flow through it, gradients stop there", "[jit]") {

@@ -32,7 +32,7 @@
       const std::vector<::ember::any_tensor>&);                                                   \
   kw template ::ember::any_tensor ember::jit::detail::run_single<void>(                           \
       const ::ember::jit::graph&, const ::ember::jit::node&,                                      \
-      const std::vector<::ember::any_tensor>&);                                                   \
+      const ::ember::jit::detail::node_args&);                                                    \
   kw template void ember::jit::run_fused<void>(const ::ember::jit::graph&,                        \
                                                const std::vector<::ember::any_tensor>&,           \
                                                std::vector<::ember::any_tensor>&);                \

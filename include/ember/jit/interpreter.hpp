@@ -4,6 +4,7 @@
 
 #include <ember/any_tensor.hpp>
 #include <ember/autograd/meta.hpp>
+#include <ember/core/small_vector.hpp>
 #include <ember/eval/reduce.hpp>
 #include <ember/expr/operators.hpp>
 #include <ember/jit/custom.hpp>
@@ -81,6 +82,34 @@ inline ember::size2 to_size2(const node& n, const char* key) {
   return {v[0], v[1]};
 }
 
+/// A node's inputs during a graph run: pointers into the run's value table, so handing a
+/// weight to a kernel costs no reference count (Note [Interpreter hot path]). Indexing is
+/// unchecked, as the vectors it replaces (graphs are validated on load: arity, value ids).
+class node_args {
+ public:
+  node_args(const any_tensor* const* p, std::size_t n) noexcept : p_(p), n_(n) {}
+  std::size_t size() const noexcept { return n_; }
+  const any_tensor& operator[](std::size_t i) const noexcept { return *p_[i]; }
+  const any_tensor& at(std::size_t i) const {
+    ::ember::detail::check(i < n_, errc::value, "jit: the node has ", n_, " inputs, input ", i,
+                           " was asked for");
+    return *p_[i];
+  }
+  const any_tensor& front() const { return at(0); }
+  struct iterator {
+    const any_tensor* const* p;
+    const any_tensor& operator*() const noexcept { return **p; }
+    iterator& operator++() noexcept { return ++p, *this; }
+    bool operator!=(const iterator& o) const noexcept { return p != o.p; }
+  };
+  iterator begin() const noexcept { return {p_}; }
+  iterator end() const noexcept { return {p_ + n_}; }
+
+ private:
+  const any_tensor* const* p_;
+  std::size_t n_;
+};
+
 template <class F, class T>
 any_tensor unary_as(const tensor<T>& t) {
   return tensor<typename expr::unary<F, expr::leaf<T>>::value_type>(
@@ -134,6 +163,27 @@ any_tensor binary_as(const tensor<T>& a, const any_tensor& b_any) {
       ::ember::detail::make_binary<F>(a, b));
 }
 
+/// f over n contiguous elements in place, packet by packet, the last packet padded with the
+/// last element: run_elementwise's values bit for bit (Note [Traversal]) without its setup
+/// (coalescing, traversal modes), which is most of the cost of a 256-element activation. For
+/// tensors below one parallel task (elementwise_grain): larger ones go through run_elementwise.
+template <class F, class T>
+void apply_in_place(T* p, std::int64_t n) {
+#if EMBER_HAS_XSIMD
+  constexpr auto W = static_cast<std::int64_t>(simd::width<T>);
+  std::int64_t i = 0;
+  for (; i + W <= n; i += W) simd::store(p + i, F{}(simd::load(p + i)));
+  if (i < n) {
+    alignas(64) T buf[W];
+    for (std::int64_t k = 0; k < W; ++k) buf[k] = p[i + std::min(k, n - i - 1)];
+    simd::store(buf, F{}(simd::load(buf)));
+    for (std::int64_t k = 0; k < n - i; ++k) p[i + k] = buf[k];
+  }
+#else
+  for (std::int64_t i = 0; i < n; ++i) p[i] = F{}(p[i]);
+#endif
+}
+
 /// Applies a float unary op in place to a tensor nothing else refers to (the interpreter's
 /// last use of an intermediate, with grad mode off): no new buffer, one pass over hot memory.
 template <class = void>
@@ -150,8 +200,11 @@ bool run_unary_in_place(op kind, any_tensor& x) {
     switch (kind) {
 #define EMBER_JIT_IN_PLACE(name_)                                                              \
   case op::name_:                                                                              \
-    ::ember::detail::run_elementwise(t.data(), t.strides(), t.shape(),                         \
-                                     ::ember::detail::make_unary<fn::name_>(t));               \
+    if (t.numel() < ::ember::detail::elementwise_grain)                                        \
+      apply_in_place<fn::name_>(t.data(), t.numel());                                          \
+    else                                                                                       \
+      ::ember::detail::run_elementwise(t.data(), t.strides(), t.shape(),                       \
+                                       ::ember::detail::make_unary<fn::name_>(t));             \
     done = true;                                                                               \
     break;
       EMBER_JIT_IN_PLACE(neg) EMBER_JIT_IN_PLACE(abs) EMBER_JIT_IN_PLACE(exp)
@@ -268,7 +321,7 @@ inline shape reshape_target(const node& n, const shape& in) {
 }
 
 template <class T>
-std::vector<tensor<T>> typed_list(const std::vector<any_tensor>& in, const char* what) {
+std::vector<tensor<T>> typed_list(const node_args& in, const char* what) {
   std::vector<tensor<T>> ts;
   for (const auto& t : in) {
     ::ember::detail::check(t.dtype() == dtype_of<T>, errc::dtype, "jit: ", what, " of ",
@@ -279,7 +332,7 @@ std::vector<tensor<T>> typed_list(const std::vector<any_tensor>& in, const char*
 }
 
 template <class = void>
-any_tensor run_float_op(const node& n, const std::vector<any_tensor>& in) {
+any_tensor run_float_op(const node& n, const node_args& in) {
   namespace F = ember::nn::functional;
   return visit_numeric<false>(in[0], n.kind, [&](const auto& x) -> any_tensor {
     using T = typename std::remove_cvref_t<decltype(x)>::value_type;
@@ -333,7 +386,7 @@ any_tensor run_float_op(const node& n, const std::vector<any_tensor>& in) {
 }
 
 template <class = void>
-any_tensor run_shape_op(const node& n, const std::vector<any_tensor>& in) {
+any_tensor run_shape_op(const node& n, const node_args& in) {
   const any_tensor& x0 = in[0];
   return visit_graph_dtype(x0, name(n.kind).data(), [&](const auto& x) -> any_tensor {
     using T = typename std::remove_cvref_t<decltype(x)>::value_type;
@@ -361,7 +414,7 @@ any_tensor run_shape_op(const node& n, const std::vector<any_tensor>& in) {
 namespace detail {
 /// One node with one output (everything but fused groups and custom ops).
 template <class = void>
-any_tensor run_single(const graph& g, const node& n, const std::vector<any_tensor>& in) {
+any_tensor run_single(const graph& g, const node& n, const node_args& in) {
   const op k = n.kind;
   if (k == op::scalar) {
     const value& out = g.at(n.outputs.at(0));
@@ -450,16 +503,29 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
     return out;
   }
   if (k == op::custom) return run_custom(attr<std::string>(n, "name"), in);
-  return {detail::run_single(g, n, in)};
+  std::vector<const any_tensor*> ptrs;
+  ptrs.reserve(in.size());
+  for (const auto& t : in) ptrs.push_back(&t);
+  return {detail::run_single(g, n, detail::node_args(ptrs.data(), ptrs.size()))};
 }
 
 /// Runs a graph: checks the inputs against the graph's input values (count, dtype, rank, and
 /// every extent except the symbolic batch), then runs the nodes in order.
+///
+/// Note [Interpreter hot path]: a batch-1 model spends microseconds in its kernels, so the run
+/// itself must cost little more than eager code's calls. The value table holds pointers: the
+/// caller's inputs and the graph's constants are read where they are (no copies, no reference
+/// counts), and only values computed by this run are owned (`owned`). Tables of up to 64
+/// values live on the stack (small_vector). A single-output node gets its inputs as a
+/// node_args view of those pointers. Intermediates are released after their last use (the
+/// caching allocator hands the same, cache-hot block to the next op), and a unary op on a dying
+/// intermediate runs in place (run_unary_in_place).
 template <class = void>
 std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>& inputs) {
   ::ember::detail::check(inputs.size() == g.inputs.size(), errc::value, "jit: the graph takes ",
                          g.inputs.size(), " inputs, got ", inputs.size());
-  std::vector<any_tensor> env(g.values.size());
+  const std::size_t nv = g.values.size();
+  ::ember::detail::small_vector<const any_tensor*, 64> ref(nv, nullptr);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const value& v = g.at(g.inputs[i]);
     const any_tensor& t = inputs[i];
@@ -474,53 +540,79 @@ std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>&
       ::ember::detail::check(false, errc::shape, "jit: input ", i, " (%", v.name, ") must be ",
                              want, "], got ", t.dtype(), " of shape ", t.shape());
     }
-    env[static_cast<std::size_t>(g.inputs[i])] = t;
+    ref[static_cast<std::size_t>(g.inputs[i])] = &t;
   }
-  // Intermediates are released after their last use (the caching allocator hands the same,
-  // cache-hot block to the next op), and a unary op on a dying intermediate runs in place.
+  // uses: the nodes still to read each value; graph outputs, inputs and constants are pinned
+  // (never released, never overwritten in place)
   constexpr int pinned = 1 << 28;
-  std::vector<int> uses(g.values.size(), 0);
+  ::ember::detail::small_vector<int, 64> uses(nv, 0);
   for (const node& n : g.nodes)
     for (int v : n.inputs) ++uses[static_cast<std::size_t>(v)];
   for (int v : g.outputs) uses[static_cast<std::size_t>(v)] += pinned;
   for (int v : g.inputs) uses[static_cast<std::size_t>(v)] += pinned;
   for (const auto& [id, t] : g.constants) {
-    env[static_cast<std::size_t>(id)] = t;
+    ref[static_cast<std::size_t>(id)] = &t;
     uses[static_cast<std::size_t>(id)] += pinned;
   }
-  std::vector<any_tensor> args;
+  std::vector<any_tensor> owned(nv);
+  auto release_inputs = [&](const node& n) {
+    for (int v : n.inputs)
+      if (--uses[static_cast<std::size_t>(v)] == 0) owned[static_cast<std::size_t>(v)] = any_tensor();
+  };
+  auto missing = [&](int v) {
+    ::ember::detail::check(false, errc::value, "jit: value %", g.at(v).name,
+                           " is read before any node computes it");
+  };
+  ::ember::detail::small_vector<const any_tensor*, 8> args;
   for (const node& n : g.nodes) {
+    args.clear();
+    for (int v : n.inputs) {
+      const any_tensor* a = ref[static_cast<std::size_t>(v)];
+      if (a == nullptr) missing(v);
+      args.push_back(a);
+    }
+    const auto out0 = n.outputs.empty() ? std::size_t{0} : static_cast<std::size_t>(n.outputs[0]);
     if (n.inputs.size() == 1 && n.outputs.size() == 1 && is_elementwise(n.kind) &&
         n.kind != op::cast && uses[static_cast<std::size_t>(n.inputs[0])] == 1 &&
         g.at(n.inputs[0]).type == g.at(n.outputs[0]).type) {
-      auto& x = env[static_cast<std::size_t>(n.inputs[0])];
-      if (detail::run_unary_in_place(n.kind, x)) {
+      auto& x = owned[static_cast<std::size_t>(n.inputs[0])];
+      if (x.defined() && detail::run_unary_in_place(n.kind, x)) {
         uses[static_cast<std::size_t>(n.inputs[0])] = 0;
-        env[static_cast<std::size_t>(n.outputs[0])] = std::move(x);
+        ref[static_cast<std::size_t>(n.inputs[0])] = nullptr;
+        owned[out0] = std::move(x);
         x = any_tensor();
+        ref[out0] = &owned[out0];
         continue;
       }
     }
-    args.clear();
-    for (int v : n.inputs) args.push_back(env[static_cast<std::size_t>(v)]);
     if (n.kind != op::fused && n.kind != op::custom && n.outputs.size() == 1) {
-      any_tensor out = detail::run_single(g, n, args);
-      args.clear();
-      for (int v : n.inputs)
-        if (--uses[static_cast<std::size_t>(v)] == 0) env[static_cast<std::size_t>(v)] = any_tensor();
-      env[static_cast<std::size_t>(n.outputs[0])] = std::move(out);
+      any_tensor out = detail::run_single(g, n, detail::node_args(args.data(), args.size()));
+      release_inputs(n);
+      owned[out0] = std::move(out);
+      ref[out0] = &owned[out0];
       continue;
     }
-    auto out = run_node(g, n, args);
+    std::vector<any_tensor> in;
+    in.reserve(args.size());
+    for (const any_tensor* a : args) in.push_back(*a);
+    auto out = run_node(g, n, in);
     ::ember::detail::check(out.size() == n.outputs.size(), errc::internal, "jit: ", name(n.kind),
                            " gave ", out.size(), " outputs, the graph expects ", n.outputs.size());
-    args.clear();
-    for (int v : n.inputs)
-      if (--uses[static_cast<std::size_t>(v)] == 0) env[static_cast<std::size_t>(v)] = any_tensor();
-    for (std::size_t i = 0; i < out.size(); ++i) env[static_cast<std::size_t>(n.outputs[i])] = std::move(out[i]);
+    in.clear();
+    release_inputs(n);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const auto o = static_cast<std::size_t>(n.outputs[i]);
+      owned[o] = std::move(out[i]);
+      ref[o] = &owned[o];
+    }
   }
   std::vector<any_tensor> result;
-  for (int v : g.outputs) result.push_back(env[static_cast<std::size_t>(v)]);
+  result.reserve(g.outputs.size());
+  for (int v : g.outputs) {
+    const any_tensor* r = ref[static_cast<std::size_t>(v)];
+    if (r == nullptr) missing(v);
+    result.push_back(*r);
+  }
   return result;
 }
 
