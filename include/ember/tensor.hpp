@@ -676,7 +676,7 @@ class tensor {
 
   /// A new tensor (not sharing autograd state) over this storage.
   tensor make_view(const ember::shape& sizes, const ember::shape& st, std::int64_t offset) const {
-    auto p = std::make_shared<detail::tensor_impl>();
+    auto p = detail::make_pooled<detail::tensor_impl>();  // Note [Object pool]
     p->storage = impl().storage;
     p->offset = offset;
     p->sizes = sizes;
@@ -819,7 +819,7 @@ namespace detail {
 template <class T>
 tensor<T> make_tensor(const shape& sizes, device dev) {
   check_shape(sizes, "empty");
-  auto p = std::make_shared<tensor_impl>();
+  auto p = make_pooled<tensor_impl>();  // Note [Object pool]
   p->storage = make_storage(static_cast<std::size_t>(sizes.numel()) * sizeof(T), dev);
   p->sizes = sizes;
   p->strides = contiguous_strides(sizes);

@@ -1,8 +1,12 @@
 // Tests of include/ember/core/allocator.hpp: size classes, reuse, alignment, stats, cache limit.
 #include <ember/core/allocator.hpp>
+#include <ember/core/object_pool.hpp>
 #include <ember/ops/factory.hpp>
 
 #include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -108,6 +112,45 @@ TEST_CASE("the allocator is safe to use from several threads", "[allocator]") {
   CHECK(s.allocations == 8000);
   CHECK(s.cache_hits + s.os_allocations == 8000);
   CHECK(s.reserved == s.cached);
+}
+
+TEST_CASE("the object pool: blocks cross threads, lists stay bounded", "[allocator][pool]") {
+  // Note [Object pool]: tensor_impl and storage_impl blocks come from thread-local free lists
+  using block = std::array<char, 48>;
+  using alloc = em::detail::pooled_allocator<block>;
+  auto* mine = em::detail::local_pool<alloc::block>();
+  REQUIRE(mine != nullptr);
+  const int before = mine->size();
+  // blocks allocated on another thread (which then exits) are released here
+  std::vector<block*> from_other;
+  std::thread([&] {
+    for (int i = 0; i < 600; ++i) {
+      block* b = alloc{}.allocate(1);
+      b->fill(static_cast<char>(i));
+      from_other.push_back(b);
+    }
+  }).join();
+  for (std::size_t i = 0; i < from_other.size(); ++i)
+    CHECK((*from_other[i])[47] == static_cast<char>(i));
+  for (block* b : from_other) alloc{}.deallocate(b, 1);
+  if (EMBER_OBJECT_POOL) {
+    CHECK(mine->size() == em::detail::pool_max_blocks);  // the rest went back to the heap
+    CHECK(before <= em::detail::pool_max_blocks);
+    block* again = alloc{}.allocate(1);  // served from the list: one of the freed blocks
+    CHECK(std::find(from_other.begin(), from_other.end(), again) != from_other.end());
+    alloc{}.deallocate(again, 1);
+  } else {
+    CHECK(mine->size() == before);  // -DEMBER_OBJECT_POOL=0: plain new and delete
+  }
+  // tensors made on worker threads and freed here, and the other way round, keep their values
+  std::vector<em::tensor<float>> made;
+  std::thread([&] {
+    for (int i = 0; i < 300; ++i) made.push_back(em::full<float>({3}, float(i)) + 1.f);
+  }).join();
+  for (int i = 0; i < 300; ++i) CHECK(made[static_cast<std::size_t>(i)].at({2}) == float(i + 1));
+  std::thread([m = std::move(made)]() mutable { m.clear(); }).join();
+  const em::tensor<float> t = em::arange<float>(0, 5) * 2.f;
+  CHECK(t.at({4}) == 8.f);
 }
 
 TEST_CASE("tensors draw from the global CPU cache: a freed buffer is reused", "[allocator]") {

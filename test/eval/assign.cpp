@@ -355,6 +355,43 @@ TEST_CASE("every traversal path computes the same bits", "[assign][threads]") {
   CHECK(same_across_paths(em::tensor<double>(em::exp(xd) + em::tanh(xd)), em::tensor<double>(em::exp(xd_t.t()) + em::tanh(xd_t.t()))));
 }
 
+TEST_CASE("dense operands take the flat path and compute the row traversal's bits", "[assign][threads]") {
+  // Note [Dense operands]: same-shape contiguous operands skip coalescing and the row odometer;
+  // the packets and the task cuts are the row traversal's, so the values are the same bits
+  threads_guard guard;
+  em::manual_seed(13);
+  auto f = [](const auto& x, const auto& y) { return em::exp(x) * y + em::tanh(x * 0.5f) - 2.f; };
+  for (const std::int64_t n : {1, 3, 8, 15, 16, 17, 63, 64, 65, 999999}) {
+    for (int threads : {1, 2}) {
+      em::set_num_threads(threads);
+      INFO("n = " << n << ", threads = " << threads);
+      const auto x = em::randn<float>({n}), y = em::randn<float>({n});
+      const em::tensor<float> dense = f(x, y);
+      // the same values through a strided destination (the gather loop)
+      auto z = em::empty<float>({n, 2});
+      auto dst = z.select(1, 1);
+      dst.copy_(f(x, y));
+      CHECK(values(dense) == values(dst));
+      // and rows of a wider buffer (the unit loop, one row at a time) against their clone
+      const std::int64_t r = n > 64 ? 27 : 2, c = n > 64 ? n / 27 : n;  // 999999 = 27 x 37037
+      const auto xv = em::randn<float>({r, c + 3}).slice(1, 0, c);
+      const auto yv = em::randn<float>({r, c});
+      CHECK(!xv.is_contiguous());
+      const em::tensor<float> rows = f(xv, yv), rows_dense = f(xv.clone(), yv);
+      CHECK(values(rows) == values(rows_dense));
+      // every element against the definition
+      const auto vx = values(x), vy = values(y), vd = values(dense);
+      for (std::size_t i = 0; i < vx.size(); i += 997) {
+        const double want = std::exp(double(vx[i])) * vy[i] + std::tanh(double(vx[i]) * 0.5) - 2.0;
+        CHECK(vd[i] == Approx(want).epsilon(1e-5).margin(1e-5));
+      }
+    }
+  }
+  // an empty tensor writes nothing
+  const auto e = em::empty<float>({0});
+  CHECK(em::tensor<float>(e + e).numel() == 0);
+}
+
 TEST_CASE("one tensor used several times: shared loads give the same bits", "[assign][reduce]") {
   // Note [Shared leaves]: x * x loads each packet once; a clone y of x takes the per-leaf path
   em::manual_seed(12);

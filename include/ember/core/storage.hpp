@@ -4,6 +4,7 @@
 
 #include <ember/core/allocator.hpp>
 #include <ember/core/device.hpp>
+#include <ember/core/object_pool.hpp>
 
 #include <atomic>
 #include <cstddef>
@@ -60,7 +61,7 @@ class storage_impl {
 using storage_ptr = std::shared_ptr<storage_impl>;
 
 inline storage_ptr make_storage(std::size_t nbytes, device dev) {
-  return std::make_shared<storage_impl>(nbytes, dev);
+  return make_pooled<storage_impl>(nbytes, dev);  // Note [Object pool]
 }
 
 /// Copies bytes between devices; a backend (cuda/) installs the hook for non-CPU devices.

@@ -42,9 +42,105 @@ inline constexpr std::int64_t elementwise_grain = 32768;
 /// value never depends on its position or on the thread count (bitwise reproducibility).
 /// Lean (gradient formulas, Note [Fused backward]): only the bcast and gather loops are
 /// instantiated (compile time), with the same values.
+/// Calls f(t) for every tensor leaf t of an expression (a tensor operand is its own leaf), in
+/// order, left to right.
+template <class E, class F>
+void for_each_tensor_leaf(const E& e, F&& f) {
+  auto visit = [&](const auto& self, const auto& node) -> void {
+    if constexpr (is_tensor_v<decltype(node)>) {
+      f(node);
+    } else if constexpr (requires { node.t; }) {
+      f(node.t);
+    } else if constexpr (requires { node.c; }) {
+      self(self, node.a); self(self, node.b); self(self, node.c);
+    } else if constexpr (requires { node.b; }) {
+      self(self, node.a); self(self, node.b);
+    } else if constexpr (requires { node.a; }) {
+      self(self, node.a);
+    }
+  };
+  visit(visit, e);
+}
+
+#if EMBER_HAS_XSIMD
+/// The unit loop over [i, stop) of one row: out[i..] = ev's packets (leaves read row + i), the
+/// last partial packet padded. Shared by the row traversal and the dense path (one
+/// instantiation of the expression's packet code for both).
+template <class T, class Ev>
+void unit_span(const Ev& ev, T* o, std::int64_t i, std::int64_t stop) {
+  constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+  for (; i + W <= stop; i += W) simd::store(o + i, ev.template packet<load_mode::unit>(i));
+  if (i < stop) {
+    alignas(64) T buf[W];
+    simd::store(buf, ev.packet_partial(i, stop - i));
+    for (std::int64_t k = 0; k < stop - i; ++k) o[i + k] = buf[k];
+  }
+}
+
+/// unit_span when every leaf reads the elements of src (Note [Shared leaves]).
+template <class T, class Ev>
+void shared_span(const Ev& ev, const T* src, T* o, std::int64_t i, std::int64_t stop) {
+  constexpr std::int64_t W = static_cast<std::int64_t>(simd::width<T>);
+  for (; i + W <= stop; i += W) simd::store(o + i, ev.packet_shared(simd::load(src + i)));
+  if (i < stop) {
+    alignas(64) T buf[W];
+    simd::store(buf, ev.packet_partial(i, stop - i));
+    for (std::int64_t k = 0; k < stop - i; ++k) o[i + k] = buf[k];
+  }
+}
+#endif
+
+/// Note [Dense operands]: the common eager case, `c = a + b` on tensors of one shape, all
+/// contiguous. Then the whole assignment is one row of numel elements: the evaluator is built
+/// with flat leaves (no broadcast strides), and coalescing, the row odometer and the per-task
+/// evaluator copies are skipped: that setup was most of an eager op's time on small tensors
+/// (bench O1). The packets and the task cuts are those of the row traversal, so the values are
+/// the same bits.
+/// Is the assignment dense: out contiguous, every tensor leaf of exactly out's shape and strides?
+/// shared_src: the leaves' buffer when they all read the same one (Note [Shared leaves]).
+template <class E>
+bool dense_operands(const shape& out_strides, const shape& sizes, const E& e,
+                    const void*& shared_src) {
+  std::int64_t acc = 1;
+  for (std::size_t d = sizes.size(); d-- > 0;) {
+    if (out_strides[d] != acc) return false;
+    acc *= sizes[d];
+  }
+  bool dense = true, same = true;
+  const void* first = nullptr;
+  for_each_tensor_leaf(e, [&](const auto& t) {
+    dense = dense && t.strides() == out_strides && t.shape() == sizes;
+    if (!first) first = t.data();
+    same = same && first == static_cast<const void*>(t.data());
+  });
+  shared_src = same ? first : nullptr;
+  return dense;
+}
+
 template <class T, class E, bool Lean = false>
 void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const E& e) {
   if (sizes.numel() == 0) return;
+#if EMBER_HAS_XSIMD
+  if constexpr (!Lean && vectorizable_v<E> && std::is_same_v<T, typename E::value_type>) {
+    const void* shared_src = nullptr;
+    if (dense_operands(out_strides, sizes, e, shared_src)) {  // Note [Dense operands]
+      const evaluator<E> dev(e, dense);
+      const T* src = nullptr;
+      if constexpr (shared_leaf_candidate_v<E>) src = static_cast<const T*>(shared_src);
+      auto run = [&](std::int64_t b, std::int64_t end) {
+        if constexpr (shared_leaf_candidate_v<E>)
+          if (src) return shared_span(dev, src, out, b, end);
+        unit_span(dev, out, b, end);
+      };
+      const std::int64_t total = sizes.numel();
+      if (total <= elementwise_grain) return run(0, total);
+      constexpr std::int64_t align = 64;  // task boundaries as dispatch() cuts them
+      parallel_for(0, (total + align - 1) / align, elementwise_grain / align,
+                   [&](std::int64_t b, std::int64_t e2) { run(b * align, std::min(total, e2 * align)); });
+      return;
+    }
+  }
+#endif
   evaluator<E> ev(e, sizes);
   constexpr std::size_t N = 1 + E::leaf_count;
   std::array<const shape*, N> st{};
@@ -114,7 +210,11 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
           local.for_each_leaf([&](auto& l) {
             if (!src) src = l.row;
           });
-          for (; i + W <= stop; i += W) simd::store(o + i, local.packet_shared(simd::load(src + i)));
+          shared_span(local, src, o, i, stop);
+          i = stop;
+        } else if constexpr (mode == 0) {
+          unit_span(local, o, i, stop);
+          i = stop;
         }
         for (; i + W <= stop; i += W) {
           if constexpr (M == load_mode::gather) {
@@ -177,26 +277,6 @@ void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const
   } else {
     dispatch(std::integral_constant<int, 3>{});
   }
-}
-
-/// Calls f(t) for every tensor leaf t of an expression (a tensor operand is its own leaf), in
-/// order, left to right.
-template <class E, class F>
-void for_each_tensor_leaf(const E& e, F&& f) {
-  auto visit = [&](const auto& self, const auto& node) -> void {
-    if constexpr (is_tensor_v<decltype(node)>) {
-      f(node);
-    } else if constexpr (requires { node.t; }) {
-      f(node.t);
-    } else if constexpr (requires { node.c; }) {
-      self(self, node.a); self(self, node.b); self(self, node.c);
-    } else if constexpr (requires { node.b; }) {
-      self(self, node.a); self(self, node.b);
-    } else if constexpr (requires { node.a; }) {
-      self(self, node.a);
-    }
-  };
-  visit(visit, e);
 }
 
 /// Every leaf of an expression must live on `dev`; mixing devices is an error naming both.

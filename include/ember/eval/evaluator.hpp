@@ -23,6 +23,11 @@ namespace ember::detail {
 /// gather: any strides (elements are gathered into a buffer).
 enum class load_mode { unit, bcast, gather };
 
+/// Constructs an evaluator whose leaves are flat arrays of the output's element count, read
+/// from their first element with stride 1 (Note [Dense operands], eval/assign.hpp).
+struct dense_t {};
+inline constexpr dense_t dense{};
+
 template <class E>
 struct evaluator;
 
@@ -98,6 +103,7 @@ struct evaluator<expr::leaf<T>> {
 
   evaluator(const expr::leaf<T>& l, const shape& out)
       : base(l.t.data()), strides(broadcast_strides(l.t.shape(), l.t.strides(), out)) {}
+  evaluator(const expr::leaf<T>& l, dense_t) : base(l.t.data()), inner(1), row(base) {}
 
   template <class F>
   void for_each_leaf(F&& f) {
@@ -148,7 +154,8 @@ struct evaluator<expr::scalar<T>> {
 #if EMBER_HAS_XSIMD
   std::conditional_t<simd::has_batch_v<T>, simd::batch<T>, char> bv;
 #endif
-  evaluator(const expr::scalar<T>& s, const shape&) : v(s.value) {
+  template <class S>
+  evaluator(const expr::scalar<T>& s, const S&) : v(s.value) {
 #if EMBER_HAS_XSIMD
     if constexpr (simd::has_batch_v<T>) bv = simd::broadcast(v);
 #endif
@@ -174,7 +181,8 @@ template <class F, class A>
 struct evaluator<expr::unary<F, A>> {
   using value_type = typename expr::unary<F, A>::value_type;
   evaluator<A> a;
-  evaluator(const expr::unary<F, A>& e, const shape& out) : a(e.a, out) {}
+  template <class S>
+  evaluator(const expr::unary<F, A>& e, const S& out) : a(e.a, out) {}
   template <class G>
   void for_each_leaf(G&& g) {
     a.for_each_leaf(g);
@@ -198,7 +206,8 @@ struct evaluator<expr::binary<F, A, B>> {
   using value_type = typename expr::binary<F, A, B>::value_type;
   evaluator<A> a;
   evaluator<B> b;
-  evaluator(const expr::binary<F, A, B>& e, const shape& out) : a(e.a, out), b(e.b, out) {}
+  template <class S>
+  evaluator(const expr::binary<F, A, B>& e, const S& out) : a(e.a, out), b(e.b, out) {}
   template <class G>
   void for_each_leaf(G&& g) {
     a.for_each_leaf(g);
@@ -226,7 +235,8 @@ struct evaluator<expr::ternary<F, A, B, C>> {
   evaluator<A> a;
   evaluator<B> b;
   evaluator<C> c;
-  evaluator(const expr::ternary<F, A, B, C>& e, const shape& out)
+  template <class S>
+  evaluator(const expr::ternary<F, A, B, C>& e, const S& out)
       : a(e.a, out), b(e.b, out), c(e.c, out) {}
   template <class G>
   void for_each_leaf(G&& g) {
@@ -254,7 +264,8 @@ template <class U, class A>
 struct evaluator<expr::cast<U, A>> {
   using value_type = U;
   evaluator<A> a;
-  evaluator(const expr::cast<U, A>& e, const shape& out) : a(e.a, out) {}
+  template <class S>
+  evaluator(const expr::cast<U, A>& e, const S& out) : a(e.a, out) {}
   template <class G>
   void for_each_leaf(G&& g) {
     a.for_each_leaf(g);

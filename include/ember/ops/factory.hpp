@@ -178,8 +178,8 @@ tensor<T> from_blob(T* data, const shape& s, const shape& strides,
   detail::check(lo >= 0, errc::value, "from_blob: negative strides ", strides, " are not supported");
   detail::check(data != nullptr || s.numel() == 0, errc::value,
                 "from_blob: null pointer for shape ", s);
-  auto p = std::make_shared<detail::tensor_impl>();
-  p->storage = std::make_shared<detail::storage_impl>(
+  auto p = detail::make_pooled<detail::tensor_impl>();
+  p->storage = detail::make_pooled<detail::storage_impl>(
       data, static_cast<std::size_t>(hi + 1) * sizeof(T), dev, std::move(deleter));
   p->sizes = s;
   p->strides = strides;
