@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <atomic>
+#include <thread>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -76,6 +78,22 @@ struct cpu_memory_source {
     return p;
   }
   static void deallocate(void* p, std::size_t) noexcept { std::free(p); }
+};
+
+/// A lock for the allocator's short critical sections (a free-list pop or push): one atomic
+/// exchange to take it and a store to release it, against pthread's two atomic operations
+/// (lock and unlock were ~7% of an eager add of 16 floats, bench O1). A waiting thread yields
+/// its core, so a holder that was preempted gets to finish.
+class spin_mutex {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire))
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
 };
 
 /// The caching allocator over a raw memory source (CPU here; the CUDA backend reuses it).
@@ -185,7 +203,7 @@ class caching_allocator final : public allocator {
   // the small classes (64-byte steps up to 512 B: most eager ops on small tensors) in an
   // array, the rest in a map keyed by class
   static constexpr std::size_t small_max = 512;
-  mutable std::mutex mu_;
+  mutable spin_mutex mu_;
   std::array<std::vector<void*>, small_max / 64> small_;
   std::unordered_map<std::size_t, std::vector<void*>> free_;
   allocator_stats stats_;
