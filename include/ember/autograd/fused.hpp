@@ -105,15 +105,17 @@ auto derivative(F, const X& x, const U& u) {
                          un<fn::exp>(mul(lit<T>(-0.5), un<fn::square>(x))));
     return mul(u, bin<fn::add>(cdf, mul(x, pdf)));
   } else if constexpr (std::is_same_v<F, fn::gelu_tanh>) {
-    // PyTorch's formula: 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2), t = tanh(k (x + c x^3))
+    // PyTorch's formula, in one functor (x and tanh evaluated once: fn::gelu_tanh_grad)
+    return mul(u, un<fn::gelu_tanh_grad>(x));
+  } else if constexpr (std::is_same_v<F, fn::gelu_tanh_grad>) {
+    // (create_graph) with t = tanh(k (x + c x^3)), g = k (1 + 3 c x^2):
+    // f = 0.5 (1 + t) + 0.5 x (1 - t^2) g, f' = (1 - t^2) (g + x (3 k c x - t g^2))
     constexpr double k = 0.7978845608028654, c = 0.044715;
     const auto x2 = un<fn::square>(x);
     const auto t = un<fn::tanh>(mul(lit<T>(k), bin<fn::add>(x, mul(lit<T>(c), mul(x2, x)))));
-    const auto left = mul(lit<T>(0.5), bin<fn::add>(lit<T>(1), t));
-    const auto right = mul(mul(lit<T>(0.5 * k), x),
-                           mul(bin<fn::sub>(lit<T>(1), un<fn::square>(t)),
-                               bin<fn::add>(lit<T>(1), mul(lit<T>(3 * c), x2))));
-    return mul(u, bin<fn::add>(left, right));
+    const auto g = mul(lit<T>(k), bin<fn::add>(lit<T>(1), mul(lit<T>(3 * c), x2)));
+    const auto inner = bin<fn::add>(g, mul(x, bin<fn::sub>(mul(lit<T>(3 * k * c), x), mul(t, un<fn::square>(g)))));
+    return mul(u, mul(bin<fn::sub>(lit<T>(1), un<fn::square>(t)), inner));
   } else if constexpr (std::is_same_v<F, fn::silu>) {
     const auto s = un<fn::sigmoid>(x);
     return mul(u, mul(s, bin<fn::add>(lit<T>(1), mul(x, bin<fn::sub>(lit<T>(1), s)))));

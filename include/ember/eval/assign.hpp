@@ -28,20 +28,6 @@ void assign_recorded(const tensor<T>& dst, const E& e, const char* op);
 /// Elements per parallel task below which an assignment stays on one thread.
 inline constexpr std::int64_t elementwise_grain = 32768;
 
-/// Note [Traversal]: after broadcasting every leaf to the output shape and coalescing dims
-/// (Note [Coalescing]), one innermost row is walked at a time:
-///  - unit:   every operand steps by 1 along the row: plain SIMD loads, the fastest loop;
-///  - bcast:  steps are 0 or 1 (a row vector or scalar broadcast over rows, e.g. X - m with
-///            m of shape (1024)): a stride-0 leaf's value is loaded once per row (hoisted);
-///  - gather: any other layout (transposed, sliced with a step): elements are gathered into a
-///            packet and scattered back, so the math is still the SIMD math;
-///  - shared: unit, and every leaf reads the same elements (Note [Shared leaves]);
-///  - scalar: expressions that have no packet form (bool/integer results, casts between
-///            types, half types) evaluate element by element.
-/// The last partial packet of a row is padded, never computed by a scalar formula, so a
-/// value never depends on its position or on the thread count (bitwise reproducibility).
-/// Lean (gradient formulas, Note [Fused backward]): only the bcast and gather loops are
-/// instantiated (compile time), with the same values.
 /// Calls f(t) for every tensor leaf t of an expression (a tensor operand is its own leaf), in
 /// order, left to right.
 template <class E, class F>
@@ -90,12 +76,13 @@ void shared_span(const Ev& ev, const T* src, T* o, std::int64_t i, std::int64_t 
 }
 #endif
 
-/// Note [Dense operands]: the common eager case, `c = a + b` on tensors of one shape, all
-/// contiguous. Then the whole assignment is one row of numel elements: the evaluator is built
-/// with flat leaves (no broadcast strides), and coalescing, the row odometer and the per-task
-/// evaluator copies are skipped: that setup was most of an eager op's time on small tensors
-/// (bench O1). The packets and the task cuts are those of the row traversal, so the values are
-/// the same bits.
+// Note [Dense operands]: the common eager case, `c = a + b` on tensors of one shape, all
+// contiguous. Then the whole assignment is one row of numel elements: the evaluator is built
+// with flat leaves (no broadcast strides), and coalescing, the row odometer and the per-task
+// evaluator copies are skipped: that setup was most of an eager op's time on small tensors
+// (bench O1). The packets and the task cuts are those of the row traversal, so the values are
+// the same bits.
+
 /// Is the assignment dense: out contiguous, every tensor leaf of exactly out's shape and strides?
 /// shared_src: the leaves' buffer when they all read the same one (Note [Shared leaves]).
 template <class E>
@@ -117,6 +104,22 @@ bool dense_operands(const shape& out_strides, const shape& sizes, const E& e,
   return dense;
 }
 
+/// Note [Traversal]: after broadcasting every leaf to the output shape and coalescing dims
+/// (Note [Coalescing]), one innermost row is walked at a time:
+///  - unit:   every operand steps by 1 along the row: plain SIMD loads, the fastest loop;
+///  - bcast:  steps are 0 or 1 (a row vector or scalar broadcast over rows, e.g. X - m with
+///            m of shape (1024)): a stride-0 leaf's value is loaded once per row (hoisted);
+///  - gather: any other layout (transposed, sliced with a step): elements are gathered into a
+///            packet and scattered back, so the math is still the SIMD math;
+///  - shared: unit, and every leaf reads the same elements (Note [Shared leaves]);
+///  - scalar: expressions that have no packet form (bool/integer results, casts between
+///            types, half types) evaluate element by element.
+/// Before any of these, operands of the output's shape that are all contiguous take one flat
+/// row without coalescing (Note [Dense operands]).
+/// The last partial packet of a row is padded, never computed by a scalar formula, so a
+/// value never depends on its position or on the thread count (bitwise reproducibility).
+/// Lean (gradient formulas, Note [Fused backward]): only the bcast and gather loops are
+/// instantiated (compile time), with the same values.
 template <class T, class E, bool Lean = false>
 void run_elementwise(T* out, const shape& out_strides, const shape& sizes, const E& e) {
   if (sizes.numel() == 0) return;

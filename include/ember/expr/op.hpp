@@ -15,7 +15,7 @@ enum class op : std::uint16_t {
   neg = 2, abs = 3, exp = 4, expm1 = 5, log = 6, log1p = 7, log2 = 8, sqrt = 9, rsqrt = 10,
   square = 11, sin = 12, cos = 13, tanh = 14, sigmoid = 15, relu = 16, gelu = 17, gelu_tanh = 18,
   silu = 19, softplus = 20, sign = 21, floor = 22, ceil = 23, round = 24, reciprocal = 25,
-  erf = 26, logical_not = 27,
+  erf = 26, logical_not = 27, gelu_tanh_grad = 28,
   // binary elementwise
   add = 40, sub = 41, mul = 42, div = 43, pow = 44, maximum = 45, minimum = 46,
   eq = 47, ne = 48, lt = 49, le = 50, gt = 51, ge = 52, logical_and = 53, logical_or = 54,
@@ -64,6 +64,7 @@ constexpr std::string_view name(op o) noexcept {
     case op::round: return "round";
     case op::reciprocal: return "reciprocal";
     case op::erf: return "erf";
+    case op::gelu_tanh_grad: return "gelu_tanh_grad";
     case op::logical_not: return "logical_not";
     case op::add: return "add";
     case op::sub: return "sub";
@@ -129,7 +130,7 @@ inline constexpr op all_ops[] = {
     op::leaf, op::scalar, op::neg, op::abs, op::exp, op::expm1, op::log, op::log1p, op::log2,
     op::sqrt, op::rsqrt, op::square, op::sin, op::cos, op::tanh, op::sigmoid, op::relu, op::gelu,
     op::gelu_tanh, op::silu, op::softplus, op::sign, op::floor, op::ceil, op::round,
-    op::reciprocal, op::erf, op::logical_not, op::add, op::sub, op::mul, op::div, op::pow,
+    op::reciprocal, op::erf, op::logical_not, op::gelu_tanh_grad, op::add, op::sub, op::mul, op::div, op::pow,
     op::maximum, op::minimum, op::eq, op::ne, op::lt, op::le, op::gt, op::ge, op::logical_and,
     op::logical_or, op::where, op::clamp, op::leaky_relu, op::elu, op::cast, op::sum, op::mean,
     op::prod, op::amax, op::amin, op::argmax, op::argmin, op::var, op::std, op::norm,

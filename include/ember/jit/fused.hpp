@@ -253,6 +253,7 @@ fused_kernel fused_float_kernel(op k) {
     case op::round: return &fused_k_unary<T, fn::round>;
     case op::reciprocal: return &fused_k_unary<T, fn::reciprocal>;
     case op::erf: return &fused_k_unary<T, fn::erf>;
+    case op::gelu_tanh_grad: return &fused_k_unary<T, fn::gelu_tanh_grad>;
     case op::add: return &fused_k_binary<T, fn::add>;
     case op::sub: return &fused_k_binary<T, fn::sub>;
     case op::mul: return &fused_k_binary<T, fn::mul>;

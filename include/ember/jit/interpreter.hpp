@@ -147,6 +147,7 @@ any_tensor run_unary(op kind, const any_tensor& x) {
     EMBER_JIT_UNARY(round, false)
     EMBER_JIT_UNARY(reciprocal, false)
     EMBER_JIT_UNARY(erf, false)
+    EMBER_JIT_UNARY(gelu_tanh_grad, false)
 #undef EMBER_JIT_UNARY
     case op::logical_not:
       return tensor<bool>(::ember::detail::make_unary<fn::logical_not>(x.get<bool>()));
