@@ -200,6 +200,50 @@ TEST_CASE("jit: unary ops on dying intermediates run in place with eager's value
   }
 }
 
+TEST_CASE("jit: a linear-relu pair runs as one node with eager's values, bit for bit", "[jit]") {
+  // Note [Linear and ReLU]: the pair runs as one GEMM with the bias and ReLU in its
+  // write-back pass; a linear output read by anything else runs as two nodes
+  em::manual_seed(21);
+  em::nn::sequential seq(em::nn::linear(7, 9), em::nn::relu(), em::nn::linear(9, 9), em::nn::relu(),
+                         em::nn::linear(9, 3));
+  auto shared = [&](const em::tensor<float>& x) {  // fc output read by relu and by the add
+    const em::tensor<float> h = F::linear(x, seq.parameters()[0], seq.parameters()[1]);
+    return em::tensor<float>(em::relu(h) + h);
+  };
+  std::vector<em::tensor<float>> inputs;
+  {
+    em::no_grad_guard ng;
+    auto traced = em::jit::trace(seq, {em::randn<float>({1, 7})});
+    auto traced_shared = em::jit::trace(shared, {em::randn<float>({1, 7})});
+    for (std::int64_t batch : {1, 2, 5, 64}) {
+      INFO("batch " << batch);
+      const auto x = em::randn<float>({batch, 7}) * 2.f;
+      const em::tensor<float> got = traced({x}), want = seq(x);
+      REQUIRE(got.shape() == want.shape());
+      CHECK(std::memcmp(got.data(), want.data(), static_cast<std::size_t>(got.numel()) * sizeof(float)) == 0);
+      const em::tensor<float> got2 = traced_shared({x}), want2 = shared(x);
+      CHECK(std::memcmp(got2.data(), want2.data(), static_cast<std::size_t>(got2.numel()) * sizeof(float)) == 0);
+    }
+  }
+  // with grad recording the pair runs as two recorded ops: the same gradients as eager
+  auto traced = em::jit::trace(seq, {em::randn<float>({2, 7})});
+  const auto x = em::randn<float>({3, 7}).requires_grad_();
+  em::sum(em::square(seq(x))).backward();
+  const em::tensor<float> gx = x.grad().clone();
+  x.grad().zero_();
+  em::sum(em::square(em::tensor<float>(traced({x})))).backward();
+  CHECK(max_diff(x.grad(), gx) < 1e-6);
+  // called inside a model being traced, the block's linear and relu are recorded as such
+  em::no_grad_guard ng;
+  auto outer = em::jit::trace([&](const em::tensor<float>& in) { return traced.forward(in); },
+                              {em::randn<float>({2, 7})}, {.optimize = false});
+  std::ostringstream text;
+  text << outer.graph();
+  CHECK(text.str().find("relu") != std::string::npos);
+  const auto x2 = em::randn<float>({4, 7});
+  CHECK(max_diff(em::tensor<float>(outer({x2})), seq(x2)) == 0);
+}
+
 TEST_CASE("jit: a value no node computes is an error when read, not an undefined tensor", "[jit]") {
   em::jit::graph g;
   const int x = g.add_value(em::dtype::f32, {2}, "x");

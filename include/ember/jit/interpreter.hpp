@@ -10,6 +10,7 @@
 #include <ember/jit/custom.hpp>
 #include <ember/jit/fused.hpp>
 #include <ember/jit/graph.hpp>
+#include <ember/jit/record.hpp>
 #include <ember/ops/attention.hpp>
 #include <ember/ops/conv.hpp>
 #include <ember/ops/index.hpp>
@@ -510,6 +511,36 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
   return {detail::run_single(g, n, detail::node_args(ptrs.data(), ptrs.size()))};
 }
 
+namespace detail {
+/// Note [Linear and ReLU]: a linear node whose output only a relu reads (the next node) runs
+/// as one: the bias and the ReLU are applied in the pass after the GEMM (Note [Linear
+/// epilogue] in ops/matmul.hpp), so the pair costs one node's dispatch and no separate pass
+/// over the output. The values are those of linear then relu, bit for bit: the same GEMM, the
+/// same bias add, the same max(0, .). Not taken (an undefined result) when the run records
+/// anything: autograd (grad mode on and an input that requires grad) or an enclosing trace
+/// (a graph_module called inside a model being traced records linear and relu as eager ops).
+template <class = void>
+any_tensor run_linear_relu(const node_args& in) {
+  if (in.size() != 3 || in[0].dtype() != in[1].dtype() || in[0].dtype() != in[2].dtype())
+    return {};
+  const jit::detail::op_scope traced;
+  if (traced) return {};
+  auto run = [&](auto e) -> any_tensor {
+    using T = decltype(e);
+    const tensor<T> x = in[0].get<T>(), w = in[1].get<T>(), b = in[2].get<T>();
+    if (is_grad_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad()))
+      return {};
+    no_grad_guard ng;
+    return ::ember::detail::linear_impl<T>(x, w, &b, true);
+  };
+  switch (in[0].dtype()) {
+    case dtype::f32: return run(float{});
+    case dtype::f64: return run(double{});
+    default: return {};
+  }
+}
+}  // namespace detail
+
 /// Runs a graph: checks the inputs against the graph's input values (count, dtype, rank, and
 /// every extent except the symbolic batch), then runs the nodes in order.
 ///
@@ -520,7 +551,8 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
 /// values live on the stack (small_vector). A single-output node gets its inputs as a
 /// node_args view of those pointers. Intermediates are released after their last use (the
 /// caching allocator hands the same, cache-hot block to the next op), and a unary op on a dying
-/// intermediate runs in place (run_unary_in_place).
+/// intermediate runs in place (run_unary_in_place), and a linear-relu pair as one node (Note
+/// [Linear and ReLU]).
 template <class = void>
 std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>& inputs) {
   ::ember::detail::check(inputs.size() == g.inputs.size(), errc::value, "jit: the graph takes ",
@@ -565,7 +597,8 @@ std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>&
                            " is read before any node computes it");
   };
   ::ember::detail::small_vector<const any_tensor*, 8> args;
-  for (const node& n : g.nodes) {
+  for (std::size_t ni = 0; ni < g.nodes.size(); ++ni) {
+    const node& n = g.nodes[ni];
     args.clear();
     for (int v : n.inputs) {
       const any_tensor* a = ref[static_cast<std::size_t>(v)];
@@ -573,6 +606,22 @@ std::vector<any_tensor> run_graph(const graph& g, const std::vector<any_tensor>&
       args.push_back(a);
     }
     const auto out0 = n.outputs.empty() ? std::size_t{0} : static_cast<std::size_t>(n.outputs[0]);
+    if (n.kind == op::linear && n.outputs.size() == 1 && ni + 1 < g.nodes.size()) {
+      const node& next = g.nodes[ni + 1];  // Note [Linear and ReLU]
+      if (next.kind == op::relu && next.inputs.size() == 1 && next.outputs.size() == 1 &&
+          static_cast<std::size_t>(next.inputs[0]) == out0 && uses[out0] == 1) {
+        any_tensor y = detail::run_linear_relu(detail::node_args(args.data(), args.size()));
+        if (y.defined()) {
+          release_inputs(n);
+          uses[out0] = 0;  // the relu's read, done
+          const auto o = static_cast<std::size_t>(next.outputs[0]);
+          owned[o] = std::move(y);
+          ref[o] = &owned[o];
+          ++ni;
+          continue;
+        }
+      }
+    }
     if (n.inputs.size() == 1 && n.outputs.size() == 1 && is_elementwise(n.kind) &&
         n.kind != op::cast && uses[static_cast<std::size_t>(n.inputs[0])] == 1 &&
         g.at(n.inputs[0]).type == g.at(n.outputs[0]).type) {
