@@ -217,7 +217,7 @@ TEST_CASE("jit: a linear-relu pair runs as one node with eager's values, bit for
     auto traced_shared = em::jit::trace(shared, {em::randn<float>({1, 7})});
     for (std::int64_t batch : {1, 2, 5, 64}) {
       INFO("batch " << batch);
-      const auto x = em::randn<float>({batch, 7}) * 2.f;
+      const em::tensor<float> x = em::randn<float>({batch, 7}) * 2.f;
       const em::tensor<float> got = traced({x}), want = seq(x);
       REQUIRE(got.shape() == want.shape());
       CHECK(std::memcmp(got.data(), want.data(), static_cast<std::size_t>(got.numel()) * sizeof(float)) == 0);
