@@ -8,6 +8,7 @@
 #include <ember/core/shape.hpp>
 #include <ember/core/storage.hpp>
 #include <ember/core/view_strides.hpp>
+#include <ember/dispatch/raw.hpp>
 #include <ember/eval/strided.hpp>
 #include <ember/expr/concepts.hpp>
 #include <ember/jit/record.hpp>
@@ -548,7 +549,6 @@ class tensor {
     requires std::is_arithmetic_v<S> || is_element_v<S>
   tensor& fill_(S v) {
     check_writable("fill_");
-    require_cpu("fill_");
     if constexpr (differentiable) {
       if (is_grad_enabled() && requires_grad()) {
         autograd::detail::check_inplace(*this, "fill_");
@@ -563,7 +563,20 @@ class tensor {
       r.wrote_in_place(impl_ptr(), "fill_");
       r.bind(impl_ptr(), id);
     }
-    detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
+    if (device().is_cpu()) {
+      detail::for_each_element(shape(), {&strides()}, [value](T& x) { x = value; }, data());
+    } else {
+      // Note [Device writes]: fill_ and copy_ on a device run as hand-written elementwise
+      // programs (dispatch/raw.hpp) through the device's fused kernel; a copy between
+      // contiguous tensors of one shape and dtype is a plain device-to-device copy.
+      if constexpr (std::is_arithmetic_v<T>)
+        dispatch::run_raw(device(), data(), dtype(), shape(), strides(), {},
+                          {dispatch::constant(static_cast<double>(value))},
+                          dispatch::compute_for({dtype()}), "fill_");
+      else
+        detail::fail(errc::not_implemented, "fill_: ", dtype(), " tensors on ", device(),
+                     " are not supported (fill on the CPU, then move)");
+    }
     impl().storage->bump_version();
     return *this;
   }
@@ -782,10 +795,20 @@ class tensor {
   /// destination memory overlap (Note [Aliasing]).
   template <class U>
   void copy_from(const tensor<U>& src_in) {
-    require_cpu("copy_");
     tensor<U> src = src_in;
     if (src.storage() == storage() && overlaps(src)) src = src_in.clone();
     const tensor<U> b = src.dim() == dim() && src.shape() == shape() ? src : src.expand(shape());
+    if (!device().is_cpu()) {  // Note [Device writes]
+      if (std::is_same_v<U, T> && is_contiguous() && b.is_contiguous() && b.shape() == shape()) {
+        detail::copy_bytes(data(), device(), b.data(), b.device(), nbytes());
+      } else {
+        dispatch::run_raw(device(), data(), dtype(), shape(), strides(),
+                          {{b.data(), b.dtype(), b.shape(), b.strides()}}, {dispatch::load(0)},
+                          dispatch::compute_for({dtype(), b.dtype()}), "copy_");
+      }
+      impl().storage->bump_version();
+      return;
+    }
     detail::for_each_element(
         shape(), {&strides(), &b.strides()}, [](T& d, const U& s) { d = convert<T>(s); }, data(),
         b.data());

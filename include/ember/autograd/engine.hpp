@@ -227,8 +227,18 @@ tensor<T> sum_to(const tensor<T>& g, const shape& target) {
     kept[lead + d] = want;
   }
   tensor<T> acc = ember::detail::make_tensor<T>(kept, g.device());
-  check(g.device().is_cpu(), errc::not_implemented, "sum_to: not available on ", g.device());
-  {
+  if (!g.device().is_cpu()) {  // Note [Device reductions]
+    std::vector<bool> mask(kept.size());
+    for (std::size_t d = 0; d < kept.size(); ++d) mask[d] = kept[d] == 1 && g.shape()[d] != 1;
+    if (g.numel() == 0) {
+      no_grad_guard ng;
+      acc.zero_();
+    } else {
+      dispatch::run_reduce(g.device(), dispatch::reduce_kind::sum, g.data(), dtype_of<T>,
+                           g.shape(), g.strides(), mask, acc.data(), contiguous_strides(kept),
+                           "sum_to");
+    }
+  } else {
     T* a = acc.data();
     std::fill_n(a, acc.numel(), T(0));
     // accumulate in the element type, walking g with acc broadcast (stride 0 where reduced)
@@ -264,14 +274,22 @@ template <class T>
 tensor<T> add_grads(const tensor<T>& a, const tensor<T>& b) {
   check(a.shape() == b.shape(), errc::shape, "backward: gradients of shapes ", a.shape(),
         " and ", b.shape(), " reach the same tensor");
-  check(a.device().is_cpu() && b.device().is_cpu(), errc::not_implemented,
-        "backward: adding gradients on ", a.device(), " needs the CUDA backend");
+  check(a.device() == b.device(), errc::device, "backward: gradients on ", a.device(), " and ",
+        b.device(), " reach the same tensor");
   tensor<T> out = ember::detail::make_tensor<T>(a.shape(), a.device());
   const shape& os = out.strides();
-  ember::detail::for_each_element(
-      a.shape(), {&os, &a.strides(), &b.strides()},
-      [](T& o, const T& x, const T& y) { o = x + y; }, out.data(),
-      static_cast<const T*>(a.data()), static_cast<const T*>(b.data()));
+  if (!a.device().is_cpu()) {
+    dispatch::run_raw(a.device(), out.data(), dtype_of<T>, out.shape(), os,
+                      {{a.data(), dtype_of<T>, a.shape(), a.strides()},
+                       {b.data(), dtype_of<T>, b.shape(), b.strides()}},
+                      {dispatch::load(0), dispatch::load(1), dispatch::apply(dispatch::opc::add)},
+                      dispatch::compute_for({dtype_of<T>}), "backward");
+  } else {
+    ember::detail::for_each_element(
+        a.shape(), {&os, &a.strides(), &b.strides()},
+        [](T& o, const T& x, const T& y) { o = x + y; }, out.data(),
+        static_cast<const T*>(a.data()), static_cast<const T*>(b.data()));
+  }
   return record<T>("add_backward", std::move(out), {a, b}, [](const tensor<T>& g) {
     return std::vector<tensor<T>>{g, g};
   });

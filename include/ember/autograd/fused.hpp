@@ -666,7 +666,7 @@ void assign_recorded(const tensor<T>& dst, const E& e_in, const char* op) {
   }
   {
     no_grad_guard ng;
-    run_elementwise(dst.data(), dst.strides(), dst.shape(), expr::leaf<T>(tmp));
+    write_elementwise(dst, expr::leaf<T>(tmp));
   }
   dst.impl().storage->bump_version();
   if (shaped.requires_grad()) autograd::detail::rebase_history(dst, shaped);

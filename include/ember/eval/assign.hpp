@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ember/core/parallel.hpp>
+#include <ember/dispatch/lower.hpp>
 #include <ember/eval/evaluator.hpp>
 #include <ember/eval/strided.hpp>
 #include <ember/jit/record_expr.hpp>
@@ -341,9 +342,11 @@ tensor<typename E::value_type> evaluate_raw(const E& e) {
                 "them with .to<float>() first");
   const device dev = expression_device(e);
   check_devices(e, dev, "evaluate");
-  check(dev.is_cpu(), errc::not_implemented, "evaluate: elementwise expressions on ", dev,
-        " need the CUDA backend");
   tensor<T> out = make_tensor<T>(e.shape(), dev);
+  if (!dev.is_cpu()) {  // Note [Elementwise program]
+    dispatch::run_elementwise(dev, out.data(), out.strides(), out.shape(), e, "evaluate");
+    return out;
+  }
   run_elementwise<T, E, Lean>(out.data(), out.strides(), out.shape(), e);
   return out;
 }
@@ -368,8 +371,16 @@ void check_assign(const tensor<T>& dst, const E& e, const char* op) {
         "expression of shape ", e.shape(), " into a tensor of shape ", dst.shape());
   dst.check_writable(op);
   check_devices(e, dst.device(), op);
-  check(dst.device().is_cpu(), errc::not_implemented, op, ": elementwise expressions on ",
-        dst.device(), " need the CUDA backend");
+}
+
+/// Writes e into dst's memory: the SIMD evaluator on the CPU, the device's fused kernel
+/// elsewhere (Note [Elementwise program]).
+template <class T, class E>
+void write_elementwise(const tensor<T>& dst, const E& e) {
+  if (dst.device().is_cpu())
+    run_elementwise(dst.data(), dst.strides(), dst.shape(), e);
+  else
+    dispatch::run_elementwise(dst.device(), dst.data(), dst.strides(), dst.shape(), e, "assign");
 }
 
 /// The write itself, never recorded (a source overlapping dst is evaluated first).
@@ -378,10 +389,10 @@ void assign_unrecorded(const tensor<T>& dst, const E& e) {
   if (aliases(dst, e)) {
     const tensor<T> tmp = evaluate_raw(e);
     dst.impl().storage->bump_version();
-    run_elementwise(dst.data(), dst.strides(), dst.shape(), expr::leaf<T>(tmp));
+    write_elementwise(dst, expr::leaf<T>(tmp));
     return;
   }
-  run_elementwise(dst.data(), dst.strides(), dst.shape(), e);
+  write_elementwise(dst, e);
   dst.impl().storage->bump_version();
 }
 

@@ -26,18 +26,21 @@ namespace detail {
 /// Accumulation ops: identity, combine (scalars and packets), partials merged in P.
 struct sum_op {
   static constexpr const char* name = "sum";
+  static constexpr dispatch::reduce_kind kind = dispatch::reduce_kind::sum;
   template <class T> using partial = std::conditional_t<std::is_floating_point_v<T>, double, T>;
   template <class T> static constexpr T identity() { return T(0); }
   template <class V> static V combine(const V& a, const V& b) { return a + b; }
 };
 struct prod_op {
   static constexpr const char* name = "prod";
+  static constexpr dispatch::reduce_kind kind = dispatch::reduce_kind::prod;
   template <class T> using partial = std::conditional_t<std::is_floating_point_v<T>, double, T>;
   template <class T> static constexpr T identity() { return T(1); }
   template <class V> static V combine(const V& a, const V& b) { return a * b; }
 };
 struct max_op {  // NaN propagates
   static constexpr const char* name = "amax";
+  static constexpr dispatch::reduce_kind kind = dispatch::reduce_kind::max;
   template <class T> using partial = T;
   template <class T> static constexpr T identity() {
     if constexpr (std::numeric_limits<T>::has_infinity) return -std::numeric_limits<T>::infinity();
@@ -49,6 +52,7 @@ struct max_op {  // NaN propagates
 };
 struct min_op {
   static constexpr const char* name = "amin";
+  static constexpr dispatch::reduce_kind kind = dispatch::reduce_kind::min;
   template <class T> using partial = T;
   template <class T> static constexpr T identity() {
     if constexpr (std::numeric_limits<T>::has_infinity) return std::numeric_limits<T>::infinity();
@@ -381,8 +385,24 @@ tensor<typename E::value_type> reduce_raw(const E& e, const std::vector<bool>& m
                 ".to<float>() (or em::cast<float>) first");
   const device dev = expression_device(e);
   check_devices(e, dev, Op::name);
-  check(dev.is_cpu(), errc::not_implemented, Op::name, ": reductions on ", dev,
-        " need the CUDA backend");
+  if (!dev.is_cpu()) {  // Note [Device reductions]: the expression first, then the kernel
+    const tensor<T> x = [&] {
+      if constexpr (is_tensor_v<E>) return e; else return evaluate_raw(e);
+    }();
+    tensor<T> out = make_tensor<T>(reduced_shape(x.shape(), mask, keepdim), dev);
+    if (out.numel() == 0) return out;
+    std::int64_t count = 1;
+    for (std::size_t d = 0; d < mask.size(); ++d)
+      if (mask[d]) count *= x.shape()[d];
+    if (count == 0) {
+      out.fill_(Op::template identity<T>());
+      return out;
+    }
+    dispatch::run_reduce(dev, Op::kind, x.data(), dtype_of<T>, x.shape(), x.strides(), mask,
+                         out.data(), contiguous_strides(reduced_shape(x.shape(), mask, true)),
+                         Op::name);
+    return out;
+  }
   tensor<T> out = make_tensor<T>(reduced_shape(e.shape(), mask, keepdim), dev);
   T* o = out.data();
   if (out.numel() == 0) return out;

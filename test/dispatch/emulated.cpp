@@ -1,0 +1,322 @@
+// Tests of include/ember/dispatch/ (program.hpp, lower.hpp, raw.hpp, registry.hpp): the device
+// path of the elementwise engine and reductions, without a GPU.
+//  - Lowering: expressions lowered to programs and run by the host build of the interpreter
+//    (the code the CUDA kernel runs) equal the SIMD evaluator, for every op, dtype mix,
+//    broadcast and view.
+//  - An emulated device: a backend registered for cuda:0 whose memory is host memory and whose
+//    kernels are the host interpreter and reduction loop. Tensors moved there take the whole
+//    device path (allocation, copies, fill_/copy_, evaluate/assign, reductions, autograd's
+//    gradient sums); the results must equal the CPU's. Mixed devices must be errors.
+#include <ember/ember.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+namespace em = ember;
+namespace dp = ember::dispatch;
+
+namespace {
+
+template <class T>
+em::tensor<T> random_tensor(em::shape s, std::uint32_t seed, double lo = -3, double hi = 3) {
+  em::tensor<T> t = em::zeros<T>(s);
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  T* p = t.data();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(u(g));
+  return t;
+}
+
+// runs e through lowering and the host interpreter into a new CPU tensor
+template <class E>
+auto via_program(const E& e) {
+  using T = typename E::value_type;
+  em::tensor<T> out = em::zeros<T>(e.shape());
+  const dp::elementwise_program p = dp::lower(out.data(), out.strides(), out.shape(), e);
+  dp::run_on_host(p);
+  return out;
+}
+
+template <class E>
+auto ev(const E& e) {
+  return em::detail::materialize(e);
+}
+
+template <class T>
+bool close(const em::tensor<T>& a, const em::tensor<T>& b, double rtol) {
+  REQUIRE(a.shape() == b.shape());
+  const em::tensor<T> ac = a.contiguous(), bc = b.contiguous();
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    const double x = static_cast<double>(ac.data()[i]), y = static_cast<double>(bc.data()[i]);
+    if (std::isnan(x) && std::isnan(y)) continue;
+    if (x == y) continue;
+    if (!(std::abs(x - y) <= rtol * std::max(1.0, std::abs(y)))) {
+      UNSCOPED_INFO("element " << i << ": " << x << " vs " << y);
+      return false;
+    }
+  }
+  return true;
+}
+
+template <class T>
+bool same(const em::tensor<T>& a, const em::tensor<T>& b) {
+  return close(a, b, 0);
+}
+
+// ---- the emulated device ------------------------------------------------------------------------
+em::allocator* emulated_allocator(int index) {
+  static auto* a = new em::detail::caching_allocator<em::detail::cpu_memory_source>(1u << 30);
+  return index == 0 ? a : nullptr;
+}
+
+void emulated_copy(void* dst, em::device, const void* src, em::device, std::size_t n) {
+  std::memcpy(dst, src, n);
+}
+
+void emulated_fused(const dp::elementwise_program& p, em::device d) {
+  REQUIRE(d == em::device::cuda(0));
+  dp::run_on_host(p);
+}
+
+void emulated_reduce(const dp::reduce_problem& r, em::device) {
+  switch (static_cast<em::dtype>(r.dtype)) {
+    case em::dtype::f32: dp::reduce_on_host<float>(r); break;
+    case em::dtype::f64: dp::reduce_on_host<double>(r); break;
+    case em::dtype::i64: dp::reduce_on_host<std::int64_t>(r); break;
+    case em::dtype::i32: dp::reduce_on_host<std::int32_t>(r); break;
+    default: FAIL("unexpected reduce dtype");
+  }
+}
+
+// registers the emulated backend for the test's lifetime
+struct emulated_device {
+  emulated_device() {
+    em::detail::cuda_allocators().get = &emulated_allocator;
+    em::detail::device_copy_hook() = &emulated_copy;
+    for (em::dtype t : {em::dtype::f32, em::dtype::f64, em::dtype::i32, em::dtype::i64,
+                        em::dtype::u8, em::dtype::boolean, em::dtype::i8, em::dtype::i16}) {
+      dp::register_kernel<em::op::fused>(em::device_type::cuda, t, &emulated_fused);
+      dp::register_kernel<em::op::sum>(em::device_type::cuda, t, &emulated_reduce);
+    }
+  }
+  ~emulated_device() {
+    em::detail::cuda_allocators().get = nullptr;
+    em::detail::device_copy_hook() = nullptr;
+    for (em::dtype t : {em::dtype::f32, em::dtype::f64, em::dtype::i32, em::dtype::i64,
+                        em::dtype::u8, em::dtype::boolean, em::dtype::i8, em::dtype::i16}) {
+      dp::register_kernel<em::op::fused>(em::device_type::cuda, t, nullptr);
+      dp::register_kernel<em::op::sum>(em::device_type::cuda, t, nullptr);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("lowered programs equal the SIMD evaluator: unary ops", "[dispatch]") {
+  const auto x = random_tensor<float>({7, 33}, 1);
+  const auto xp = random_tensor<float>({7, 33}, 2, 0.01, 5);  // positive (log, sqrt)
+  const auto xd = random_tensor<double>({5, 9}, 3);
+  // float ops from the C library against xsimd's: a few ulp apart
+  const double rf = 2e-6, rd = 1e-13;
+  CHECK(close(via_program(-x), ev(-x), 0));
+  CHECK(close(via_program(em::abs(x)), ev(em::abs(x)), 0));
+  CHECK(close(via_program(em::exp(x)), ev(em::exp(x)), rf));
+  CHECK(close(via_program(em::expm1(x)), ev(em::expm1(x)), rf));
+  CHECK(close(via_program(em::log(xp)), ev(em::log(xp)), rf));
+  CHECK(close(via_program(em::log1p(xp)), ev(em::log1p(xp)), rf));
+  CHECK(close(via_program(em::log2(xp)), ev(em::log2(xp)), rf));
+  CHECK(close(via_program(em::sqrt(xp)), ev(em::sqrt(xp)), 0));
+  CHECK(close(via_program(em::rsqrt(xp)), ev(em::rsqrt(xp)), rf));
+  CHECK(close(via_program(em::square(x)), ev(em::square(x)), 0));
+  CHECK(close(via_program(em::sin(x)), ev(em::sin(x)), rf));
+  CHECK(close(via_program(em::cos(x)), ev(em::cos(x)), rf));
+  CHECK(close(via_program(em::tanh(x)), ev(em::tanh(x)), rf));
+  CHECK(close(via_program(em::sigmoid(x)), ev(em::sigmoid(x)), rf));
+  CHECK(close(via_program(em::relu(x)), ev(em::relu(x)), 0));
+  CHECK(close(via_program(em::gelu(x)), ev(em::gelu(x)), rf));
+  CHECK(close(via_program(em::silu(x)), ev(em::silu(x)), rf));
+  CHECK(close(via_program(em::softplus(x)), ev(em::softplus(x)), rf));
+  CHECK(close(via_program(em::sign(x)), ev(em::sign(x)), 0));
+  CHECK(close(via_program(em::floor(x)), ev(em::floor(x)), 0));
+  CHECK(close(via_program(em::ceil(x)), ev(em::ceil(x)), 0));
+  CHECK(close(via_program(em::round(x * 2.f)), ev(em::round(x * 2.f)), 0));
+  CHECK(close(via_program(em::reciprocal(xp)), ev(em::reciprocal(xp)), 0));
+  CHECK(close(via_program(em::erf(x)), ev(em::erf(x)), rf));
+  CHECK(close(via_program(em::tanh(xd) * em::exp(xd)), ev(em::tanh(xd) * em::exp(xd)), rd));
+  CHECK(close(via_program(em::gelu(xd)), ev(em::gelu(xd)), rd));
+  // the mathematics directly: round is half to even, relu keeps NaN, sign(NaN) == 0
+  const auto h = em::from_vector<float>({0.5f, 1.5f, 2.5f, -0.5f, std::nanf(""), -2.f}, {6});
+  const auto r = via_program(em::round(h));
+  CHECK(r.data()[0] == 0.f);
+  CHECK(r.data()[1] == 2.f);
+  CHECK(r.data()[2] == 2.f);
+  CHECK(std::isnan(via_program(em::relu(h)).data()[4]));
+  CHECK(via_program(em::sign(h)).data()[4] == 0.f);
+}
+
+TEST_CASE("lowered programs equal the SIMD evaluator: binary, ternary, casts, views",
+          "[dispatch]") {
+  const auto a = random_tensor<float>({4, 1, 6}, 4);
+  const auto b = random_tensor<float>({5, 1}, 5);  // broadcasts to [4, 5, 6]
+  const auto bp = random_tensor<float>({5, 1}, 6, 0.5, 2);
+  CHECK(close(via_program(a + b), ev(a + b), 0));
+  CHECK(close(via_program(a - b * 2.f), ev(a - b * 2.f), 0));
+  CHECK(close(via_program(a / bp), ev(a / bp), 0));
+  CHECK(close(via_program(em::pow(em::abs(a), bp)), ev(em::pow(em::abs(a), bp)), 2e-6));
+  CHECK(close(via_program(em::maximum(a, b)), ev(em::maximum(a, b)), 0));
+  CHECK(close(via_program(em::minimum(a, b)), ev(em::minimum(a, b)), 0));
+  CHECK(close(via_program(em::where(a > b, a, b * 3.f)), ev(em::where(a > b, a, b * 3.f)), 0));
+  CHECK(close(via_program(em::clamp(a, -1.f, 0.5f)), ev(em::clamp(a, -1.f, 0.5f)), 0));
+  CHECK(close(via_program(em::leaky_relu(a, 0.1f)), ev(em::leaky_relu(a, 0.1f)), 0));
+  CHECK(close(via_program(em::elu(a, 1.5f)), ev(em::elu(a, 1.5f)), 2e-6));
+  for (auto pred : {via_program(a == b), via_program(a != a), via_program(a < b),
+                    via_program(a <= b), via_program(a >= b)})
+    CHECK(pred.dtype() == em::dtype::boolean);
+  CHECK(same(via_program(a < b), ev(a < b)));
+  CHECK(same(via_program(a >= b), ev(a >= b)));
+  CHECK(same(via_program(((a > 0.f) && (b < 0.f))),
+                  ev(((a > 0.f) && (b < 0.f)))));
+  // casts: float -> int truncates, double -> float rounds, bool -> 0/1
+  const auto d = random_tensor<double>({3, 4}, 7, -100, 100);
+  CHECK(same(via_program(em::cast<std::int64_t>(d)), ev(em::cast<std::int64_t>(d))));
+  CHECK(close(via_program(em::cast<float>(d) * 3.f), ev(em::cast<float>(d) * 3.f), 0));
+  CHECK(close(via_program(em::cast<float>(a > 0.f) + a), ev(em::cast<float>(a > 0.f) + a), 0));
+  // integer arithmetic keeps C++'s semantics (truncating division), also inside float programs
+  const auto i = em::from_vector<std::int64_t>({-7, 7, 9, -9, 100}, {5});
+  const auto j = em::from_vector<std::int64_t>({2, 2, -4, 4, 7}, {5});
+  CHECK(same(via_program(i / j), ev(i / j)));
+  CHECK(same(via_program(i * j - i), ev(i * j - i)));
+  CHECK(close(via_program(em::cast<double>(i / j) * 0.5), ev(em::cast<double>(i / j) * 0.5), 0));
+  // views: a transposed, a sliced and an expanded operand
+  const auto m = random_tensor<float>({6, 8}, 8);
+  const auto mt = m.transpose(0, 1);
+  const auto ms = m.slice(1, 1, 7, 2);
+  CHECK(close(via_program(mt * 2.f + 1.f), ev(mt * 2.f + 1.f), 0));
+  CHECK(close(via_program(em::exp(ms) - ms), ev(em::exp(ms) - ms), 2e-6));
+  // one tensor used three times is one leaf
+  const auto p = dp::lower(m.data(), m.strides(), m.shape(), m * m + m);
+  CHECK(p.n_leaves == 1);
+  CHECK(p.flat);
+  CHECK(p.ctype == dp::compute::f32);
+  const auto pb = dp::lower(m.data(), m.strides(), m.shape(), m + m.slice(0, 0, 1));
+  CHECK(pb.n_leaves == 2);
+  CHECK_FALSE(pb.flat);
+}
+
+TEST_CASE("lowering rejects what the kernel cannot run", "[dispatch]") {
+  const auto x = random_tensor<float>({3}, 9);
+  // an expression with more leaves than a program holds
+  std::vector<em::tensor<float>> ts;
+  for (int k = 0; k < dp::max_leaves + 1; ++k) ts.push_back(random_tensor<float>({3}, 10 + k));
+  auto e = ts[0] + ts[1] + ts[2] + ts[3] + ts[4] + ts[5] + ts[6] + ts[7] + ts[8] + ts[9] +
+           ts[10] + ts[11] + ts[12];
+  em::tensor<float> out = em::zeros<float>({3});
+  CHECK_THROWS_WITH(dp::lower(out.data(), out.strides(), out.shape(), e),
+                    Catch::Contains("more than 12 tensor operands"));
+  // integers through transcendental functions are not lowered
+  const auto i = em::from_vector<std::int64_t>({1, 2}, {2});
+  em::tensor<std::int64_t> io = em::zeros<std::int64_t>({2});
+  CHECK_NOTHROW(dp::lower(io.data(), io.strides(), io.shape(), i * i + i));
+  (void)x;
+}
+
+TEST_CASE("an emulated device runs tensors through the dispatch layer", "[dispatch]") {
+  const emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  REQUIRE(em::cuda::is_available());
+  CHECK(em::cuda::device_count() == 1);
+
+  const auto a = random_tensor<float>({4, 5}, 20);
+  const auto b = random_tensor<float>({5}, 21);
+  const auto ag = a.to(gpu), bg = b.to(gpu);
+  CHECK(ag.device() == gpu);
+
+  SECTION("elementwise expressions, assignment and in-place updates") {
+    const em::tensor<float> c = em::tanh(ag) * bg + 1.f;
+    CHECK(c.device() == gpu);
+    CHECK(close(c.to(em::cpu), ev(em::tanh(a) * b + 1.f), 2e-6));
+    em::tensor<float> d = ag.clone();
+    d += bg;
+    d.slice(0, 0, 2) *= 2.f;
+    em::tensor<float> dc = a.clone();
+    dc += b;
+    dc.slice(0, 0, 2) *= 2.f;
+    CHECK(close(d.to(em::cpu), dc, 0));
+    // aliasing: the transpose of itself
+    em::tensor<float> sq = random_tensor<float>({3, 3}, 22);
+    em::tensor<float> sqg = sq.to(gpu);
+    sqg.copy_(sqg.transpose(0, 1) + 0.f);
+    sq.copy_(sq.transpose(0, 1) + 0.f);
+    CHECK(close(sqg.to(em::cpu), sq, 0));
+  }
+  SECTION("fill_, copy_ with conversion and broadcast, item") {
+    em::tensor<double> z = em::zeros<double>({2, 3}).to(gpu);
+    z.fill_(2.5);
+    CHECK(z.to(em::cpu).data()[5] == 2.5);
+    z.copy_(bg.slice(0, 0, 3));  // float -> double, [3] broadcast to [2, 3]
+    CHECK(z.to(em::cpu).data()[4] == static_cast<double>(b.data()[1]));
+    CHECK(ag.sum().item() == Approx(static_cast<double>(a.sum().item())).epsilon(1e-6));
+    const em::tensor<std::int64_t> li = ag.to<std::int64_t>();
+    CHECK(li.device() == gpu);
+    CHECK(li.to(em::cpu).data()[3] == static_cast<std::int64_t>(a.data()[3]));
+  }
+  SECTION("reductions") {
+    CHECK(close(em::sum(ag, {0}).to(em::cpu), em::sum(a, {0}), 1e-6));
+    CHECK(close(em::sum(ag, {1}, true).to(em::cpu), em::sum(a, {1}, true), 1e-6));
+    CHECK(close(em::mean(ag).to(em::cpu), em::mean(a), 1e-6));
+    CHECK(close(em::amax(ag, {1}).to(em::cpu), em::amax(a, {1}), 0));
+    CHECK(close(em::amin(ag.transpose(0, 1), {1}).to(em::cpu), em::amin(a.transpose(0, 1), {1}), 0));
+    CHECK(close(em::prod(ag, {0}).to(em::cpu), em::prod(a, {0}), 1e-6));
+    CHECK(close(em::sum(em::exp(ag) * bg, {0, 1}).to(em::cpu), em::sum(em::exp(a) * b, {0, 1}), 1e-6));
+    // an empty reduced dim gives the identity
+    const auto e = em::zeros<float>({0, 3}).to(gpu);
+    CHECK(close(em::sum(e, {0}).to(em::cpu), em::zeros<float>({3}), 0));
+  }
+  SECTION("mixing devices is an error naming both") {
+    CHECK_THROWS_WITH(ev(ag + a), Catch::Contains("cpu") && Catch::Contains("cuda:0"));
+    em::tensor<float> ac = a.clone();
+    CHECK_THROWS_WITH(ac.copy_(ag), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+  }
+}
+
+TEST_CASE("reductions: argmax/argmin keep the first index and count NaN as the extreme",
+          "[dispatch]") {
+  // the host build of the reduction the CUDA kernel splits across threads
+  const float v[] = {1.f, 3.f, 3.f, -2.f, std::nanf(""), 3.f};
+  dp::reduce_problem r;
+  r.in = v;
+  std::int64_t idx = -1;
+  r.out = &idx;
+  r.dtype = dp::code::f32;
+  r.rank = 1;
+  r.shape[0] = 4;
+  r.in_stride[0] = 1;
+  r.reduced[0] = true;
+  r.outputs = 1;
+  r.count = 4;
+  r.kind = dp::reduce_kind::argmax;
+  dp::reduce_on_host<float>(r);
+  CHECK(idx == 1);
+  r.kind = dp::reduce_kind::argmin;
+  dp::reduce_on_host<float>(r);
+  CHECK(idx == 3);
+  r.shape[0] = 6;
+  r.count = 6;
+  r.kind = dp::reduce_kind::argmax;
+  dp::reduce_on_host<float>(r);
+  CHECK(idx == 4);
+  // any split of the range combines to the same answer
+  using P = dp::reduce_partial<double>;
+  const P lo = dp::reduce_range<float>(r, 0, 0, 3, 1), hi = dp::reduce_range<float>(r, 0, 3, 6, 1);
+  CHECK(dp::reduce_combine(dp::reduce_kind::argmax, hi, lo).i == 4);
+  const P ev = dp::reduce_range<float>(r, 0, 0, 6, 2), od = dp::reduce_range<float>(r, 0, 1, 6, 2);
+  CHECK(dp::reduce_combine(dp::reduce_kind::argmax, od, ev).i == 4);
+  r.shape[0] = 4;
+  r.count = 4;
+  const P e2 = dp::reduce_range<float>(r, 0, 0, 4, 2), o2 = dp::reduce_range<float>(r, 0, 1, 4, 2);
+  CHECK(dp::reduce_combine(dp::reduce_kind::argmax, o2, e2).i == 1);
+}
