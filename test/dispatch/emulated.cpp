@@ -7,6 +7,8 @@
 //    kernels are the host interpreter and reduction loop. Tensors moved there take the whole
 //    device path (allocation, copies, fill_/copy_, evaluate/assign, reductions, autograd's
 //    gradient sums); the results must equal the CPU's. Mixed devices must be errors.
+#include "support/emulated_device.hpp"
+
 #include <ember/ember.hpp>
 
 #include <catch2/catch.hpp>
@@ -66,53 +68,6 @@ template <class T>
 bool same(const em::tensor<T>& a, const em::tensor<T>& b) {
   return close(a, b, 0);
 }
-
-// ---- the emulated device ------------------------------------------------------------------------
-em::allocator* emulated_allocator(int index) {
-  static auto* a = new em::detail::caching_allocator<em::detail::cpu_memory_source>(1u << 30);
-  return index == 0 ? a : nullptr;
-}
-
-void emulated_copy(void* dst, em::device, const void* src, em::device, std::size_t n) {
-  std::memcpy(dst, src, n);
-}
-
-void emulated_fused(const dp::elementwise_program& p, em::device d) {
-  REQUIRE(d == em::device::cuda(0));
-  dp::run_on_host(p);
-}
-
-void emulated_reduce(const dp::reduce_problem& r, em::device) {
-  switch (static_cast<em::dtype>(r.dtype)) {
-    case em::dtype::f32: dp::reduce_on_host<float>(r); break;
-    case em::dtype::f64: dp::reduce_on_host<double>(r); break;
-    case em::dtype::i64: dp::reduce_on_host<std::int64_t>(r); break;
-    case em::dtype::i32: dp::reduce_on_host<std::int32_t>(r); break;
-    default: FAIL("unexpected reduce dtype");
-  }
-}
-
-// registers the emulated backend for the test's lifetime
-struct emulated_device {
-  emulated_device() {
-    em::detail::cuda_allocators().get = &emulated_allocator;
-    em::detail::device_copy_hook() = &emulated_copy;
-    for (em::dtype t : {em::dtype::f32, em::dtype::f64, em::dtype::i32, em::dtype::i64,
-                        em::dtype::u8, em::dtype::boolean, em::dtype::i8, em::dtype::i16}) {
-      dp::register_kernel<em::op::fused>(em::device_type::cuda, t, &emulated_fused);
-      dp::register_kernel<em::op::sum>(em::device_type::cuda, t, &emulated_reduce);
-    }
-  }
-  ~emulated_device() {
-    em::detail::cuda_allocators().get = nullptr;
-    em::detail::device_copy_hook() = nullptr;
-    for (em::dtype t : {em::dtype::f32, em::dtype::f64, em::dtype::i32, em::dtype::i64,
-                        em::dtype::u8, em::dtype::boolean, em::dtype::i8, em::dtype::i16}) {
-      dp::register_kernel<em::op::fused>(em::device_type::cuda, t, nullptr);
-      dp::register_kernel<em::op::sum>(em::device_type::cuda, t, nullptr);
-    }
-  }
-};
 
 }  // namespace
 
@@ -225,7 +180,7 @@ TEST_CASE("lowering rejects what the kernel cannot run", "[dispatch]") {
 }
 
 TEST_CASE("an emulated device runs tensors through the dispatch layer", "[dispatch]") {
-  const emulated_device dev_guard;
+  const ember_test::emulated_device dev_guard;
   const em::device gpu = em::device::cuda(0);
   REQUIRE(em::cuda::is_available());
   CHECK(em::cuda::device_count() == 1);
@@ -319,4 +274,92 @@ TEST_CASE("reductions: argmax/argmin keep the first index and count NaN as the e
   r.count = 4;
   const P e2 = dp::reduce_range<float>(r, 0, 0, 4, 2), o2 = dp::reduce_range<float>(r, 0, 1, 4, 2);
   CHECK(dp::reduce_combine(dp::reduce_kind::argmax, o2, e2).i == 1);
+}
+
+TEST_CASE("an emulated device: matrix products, softmax, argmax, cross_entropy", "[dispatch]") {
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  const auto a = random_tensor<float>({6, 5}, 30);
+  const auto b = random_tensor<float>({5, 4}, 31);
+  const auto ag = a.to(gpu), bg = b.to(gpu);
+  // 2-D, transposed operands (column-major for the GEMM), a step-sliced one (copied first)
+  CHECK(close(em::matmul(ag, bg).to(em::cpu), em::matmul(a, b), 1e-6));
+  CHECK(close(em::matmul(bg.t(), ag.t()).to(em::cpu), em::matmul(b.t(), a.t()), 1e-6));
+  const auto wide = random_tensor<float>({5, 8}, 32);
+  CHECK(close(em::matmul(ag, wide.to(gpu).slice(1, 0, 8, 2)).to(em::cpu),
+              em::matmul(a, wide.slice(1, 0, 8, 2)), 1e-6));
+  // batched (one strided batched GEMM), broadcast batch (stride 0), 4-D (one GEMM per matrix)
+  const auto x3 = random_tensor<double>({3, 4, 5}, 33), y3 = random_tensor<double>({3, 5, 2}, 34);
+  CHECK(close(em::bmm(x3.to(gpu), y3.to(gpu)).to(em::cpu), em::bmm(x3, y3), 1e-12));
+  const auto y2 = random_tensor<double>({5, 2}, 35);
+  CHECK(close(em::matmul(x3.to(gpu), y2.to(gpu)).to(em::cpu), em::matmul(x3, y2), 1e-12));
+  const auto x4 = random_tensor<double>({2, 3, 4, 5}, 36), y4 = random_tensor<double>({3, 5, 2}, 37);
+  CHECK(close(em::matmul(x4.to(gpu), y4.to(gpu)).to(em::cpu), em::matmul(x4, y4), 1e-12));
+  const auto v = random_tensor<double>({5}, 38);
+  CHECK(close(em::matmul(x3.to(gpu), v.to(gpu)).to(em::cpu), em::matmul(x3, v), 1e-12));
+  // linear with a bias, addmm
+  const auto w = random_tensor<float>({3, 5}, 39), bias = random_tensor<float>({3}, 40);
+  CHECK(close(F::linear(ag, w.to(gpu), bias.to(gpu)).to(em::cpu), F::linear(a, w, bias), 1e-6));
+  CHECK(close(em::addmm(bias.to(gpu), ag, w.to(gpu).t()).to(em::cpu), em::addmm(bias, a, w.t()), 1e-6));
+  // softmax family, argmax
+  CHECK(close(em::softmax(ag, 1).to(em::cpu), em::softmax(a, 1), 1e-6));
+  CHECK(close(em::log_softmax(ag, 0).to(em::cpu), em::log_softmax(a, 0), 1e-6));
+  CHECK(close(em::logsumexp(ag, 1).to(em::cpu), em::logsumexp(a, 1), 1e-6));
+  CHECK(same(em::argmax(ag, 1).to(em::cpu), em::argmax(a, 1)));
+  CHECK(same(em::argmin(ag, 0, true).to(em::cpu), em::argmin(a, 0, true)));
+  CHECK(em::argmax(ag).item() == em::argmax(a).item());
+  // cross_entropy with class weights, an ignored target and label smoothing (mean reduction)
+  const auto t = em::from_vector<std::int64_t>({0, 4, 2, -100, 1, 3}, {6});
+  const auto cw = random_tensor<float>({5}, 41, 0.5, 2);
+  const F::cross_entropy_options<float> o{.weight = cw, .label_smoothing = 0.1};
+  const F::cross_entropy_options<float> og{.weight = cw.to(gpu), .label_smoothing = 0.1};
+  CHECK(close(F::cross_entropy(ag, t.to(gpu), og).to(em::cpu), F::cross_entropy(a, t, o), 1e-6));
+  CHECK(close(F::cross_entropy(ag, t.to(gpu), {.reduction = em::nn::reduction::none}).to(em::cpu),
+              F::cross_entropy(a, t, {.reduction = em::nn::reduction::none}), 1e-6));
+  // a bad target is found on the device too; mixed devices are errors
+  const auto bad = em::from_vector<std::int64_t>({0, 5, 0, 0, 0, 0}, {6});
+  CHECK_THROWS_WITH(F::cross_entropy(ag, bad.to(gpu)), Catch::Contains("out of bounds"));
+  CHECK_THROWS_WITH(F::cross_entropy(ag, t), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+  CHECK_THROWS_WITH(em::matmul(ag, b), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+}
+
+TEST_CASE("an emulated device: an MLP trains as on the CPU", "[dispatch]") {
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  em::manual_seed(7);
+  em::nn::sequential cpu_net(em::nn::linear(12, 16), em::nn::relu(), em::nn::linear(16, 4));
+  em::manual_seed(7);
+  em::nn::sequential gpu_net(em::nn::linear(12, 16), em::nn::relu(), em::nn::linear(16, 4));
+  gpu_net.to(gpu);
+  for (const auto& p : gpu_net.parameters()) CHECK(p.device() == gpu);
+  em::optim::adam cpu_opt(cpu_net.parameters(), {.lr = 0.01});
+  em::optim::adam gpu_opt(gpu_net.parameters(), {.lr = 0.01});
+  const auto x = random_tensor<float>({8, 12}, 50);
+  const auto t = em::from_vector<std::int64_t>({0, 1, 2, 3, 3, 2, 1, 0}, {8});
+  const auto xg = x.to(gpu);
+  const auto tg = t.to(gpu);
+  float cpu_loss = 0, gpu_loss = 0;
+  for (int step = 0; step < 5; ++step) {
+    cpu_opt.zero_grad();
+    gpu_opt.zero_grad();
+    auto lc = F::cross_entropy(cpu_net(x), t);
+    auto lg = F::cross_entropy(gpu_net(xg), tg);
+    lc.backward();
+    lg.backward();
+    cpu_opt.step();
+    gpu_opt.step();
+    cpu_loss = lc.item();
+    gpu_loss = lg.item();
+    CHECK(gpu_loss == Approx(cpu_loss).epsilon(1e-5));
+  }
+  const auto pc = cpu_net.parameters(), pg = gpu_net.parameters();
+  REQUIRE(pc.size() == pg.size());
+  for (std::size_t i = 0; i < pc.size(); ++i) {
+    CHECK(pg[i].device() == gpu);
+    CHECK(close(em::tensor<float>(pg[i]).to(em::cpu), em::tensor<float>(pc[i]), 1e-5));
+  }
+  gpu_net.to(em::cpu);
+  CHECK(gpu_net.parameters()[0].device() == em::cpu);
 }

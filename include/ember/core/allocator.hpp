@@ -230,6 +230,8 @@ inline allocator& cpu_allocator() {
 /// `get(index)` returns the allocator of device `index`, or nullptr if there is no such device.
 struct device_allocator_registry {
   allocator* (*get)(int index) = nullptr;
+  /// Waits for the device's queued work (the backend's cudaDeviceSynchronize).
+  void (*synchronize)(int index) = nullptr;
 };
 
 inline device_allocator_registry& cuda_allocators() {
@@ -262,6 +264,15 @@ inline int device_count() {
   int n = 0;
   while (reg.get != nullptr && n < 64 && reg.get(n) != nullptr) ++n;
   return n;
+}
+/// Waits until the work queued on GPU `index` (default: the first) has finished. Kernels run
+/// asynchronously; copies to the CPU and item() wait by themselves, timings need this.
+inline void synchronize(int index = 0) {
+  auto& reg = detail::cuda_allocators();
+  detail::check(reg.synchronize != nullptr && reg.get != nullptr && reg.get(index) != nullptr,
+                errc::device, "cuda::synchronize: no GPU ", index,
+                " (ember_cuda not linked, or no such device)");
+  reg.synchronize(index);
 }
 }  // namespace cuda
 

@@ -89,6 +89,21 @@ struct reduce_problem {
   std::int64_t count = 0;       // product of the reduced extents
 };
 
+/// A (strided, batched) matrix product C = alpha * A . B + beta * C on row-major views: A is
+/// m x k with element (i, l) at a[i * a_rs + l * a_cs] (one of a_rs, a_cs is 1), likewise B
+/// (k x n) and C (m x n, c_cs == 1); batch b adds b * stride_a/b/c (0: the same matrix).
+struct gemm_problem {
+  std::uint8_t dtype = code::f32;
+  std::int64_t m = 0, n = 0, k = 0, batch = 1;
+  double alpha = 1, beta = 0;
+  const void* a = nullptr;
+  std::int64_t a_rs = 0, a_cs = 1, stride_a = 0;
+  const void* b = nullptr;
+  std::int64_t b_rs = 0, b_cs = 1, stride_b = 0;
+  void* c = nullptr;
+  std::int64_t c_rs = 0, stride_c = 0;
+};
+
 // op values used by the interpreter (ember::op; checked against the enum in lower.hpp)
 namespace opc {
 enum : std::uint16_t {
@@ -275,11 +290,6 @@ struct offsets {
 };
 
 EMBER_HD void compute_offsets(const elementwise_program& p, std::int64_t i, offsets& o) {
-  if (p.flat) {
-    for (int k = 0; k < p.n_leaves; ++k) o.leaf[k] = i;
-    o.out = i;
-    return;
-  }
   for (int k = 0; k < p.n_leaves; ++k) o.leaf[k] = 0;
   o.out = 0;
   for (int d = p.rank - 1; d >= 0; --d) {
@@ -293,9 +303,10 @@ EMBER_HD void compute_offsets(const elementwise_program& p, std::int64_t i, offs
 
 }  // namespace detail
 
-/// The value of output element `i` of p, in compute type C.
-template <class C>
-EMBER_HD C run_program(const elementwise_program& p, const detail::offsets& o) {
+/// The value of an output element of p, in compute type C; `leaf_offset(k)` is the element's
+/// offset in leaf k.
+template <class C, class Offsets>
+EMBER_HD C run_program(const elementwise_program& p, const Offsets& leaf_offset) {
   C stack[max_stack];
   int sp = 0;
   for (int pc = 0; pc < p.n_code; ++pc) {
@@ -303,7 +314,7 @@ EMBER_HD C run_program(const elementwise_program& p, const detail::offsets& o) {
     switch (in.op) {
       case opc::leaf: {
         const leaf_ref& l = p.leaves[in.leaf];
-        stack[sp++] = detail::load<C>(l.dtype, l.data, o.leaf[in.leaf]);
+        stack[sp++] = detail::load<C>(l.dtype, l.data, leaf_offset(in.leaf));
         break;
       }
       case opc::scalar: stack[sp++] = static_cast<C>(in.value); break;
@@ -334,9 +345,13 @@ EMBER_HD C run_program(const elementwise_program& p, const detail::offsets& o) {
 /// run it too).
 template <class C>
 EMBER_HD void run_element(const elementwise_program& p, std::int64_t i) {
+  if (p.flat) {  // every offset is i: no per-leaf offsets to compute or keep
+    detail::store(p.out_dtype, p.out, i, run_program<C>(p, [i](int) { return i; }));
+    return;
+  }
   detail::offsets o;
   detail::compute_offsets(p, i, o);
-  detail::store(p.out_dtype, p.out, o.out, run_program<C>(p, o));
+  detail::store(p.out_dtype, p.out, o.out, run_program<C>(p, [&o](int k) { return o.leaf[k]; }));
 }
 
 // ---- reductions (the index math and the combine step; the CUDA kernel splits the work) ----

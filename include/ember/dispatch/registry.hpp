@@ -62,6 +62,13 @@ struct kernel_sig<op::sum> {
   using type = void(const reduce_problem&, device);
 };
 
+/// op::matmul: a strided batched GEMM (dispatch/program.hpp's gemm_problem), registered under
+/// f32 and f64.
+template <>
+struct kernel_sig<op::matmul> {
+  using type = void(const gemm_problem&, device);
+};
+
 /// Registers `fn` for (O, device type, dtype); a later registration replaces an earlier one.
 template <op O>
 void register_kernel(device_type d, dtype t, typename kernel_sig<O>::type* fn) {

@@ -602,13 +602,9 @@ tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, boo
         errc::index, op, ": cannot take the ", Max ? "argmax" : "argmin",
         " of an empty tensor (shape ", x.shape(),
         dim ? ") along a dimension of size 0" : ") without a dim");
-  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
   tensor<T> v = dim ? x : x.reshape({x.numel()});
   const std::int64_t d = dim ? wrap_dim(*dim, v.dim(), op) : 0;
   if (v.dim() == 0) v = v.reshape({1});
-  tensor<T> moved = v.movedim(d, -1).contiguous();
-  const std::int64_t n = moved.size(-1);
-  const std::int64_t outer = moved.numel() / n;
   shape out_shape;
   if (dim) {
     for (std::int64_t i = 0; i < x.dim(); ++i)
@@ -617,18 +613,32 @@ tensor<std::int64_t> arg_reduce(const E& e, std::optional<std::int64_t> dim, boo
   } else if (keepdim) {
     out_shape = shape(static_cast<std::size_t>(x.dim()), 1);
   }
-  tensor<std::int64_t> out = make_tensor<std::int64_t>(out_shape);
-  const T* p = moved.data();
-  std::int64_t* q = out.data();
-  for (std::int64_t r = 0; r < outer; ++r) {
-    const T* row = p + r * n;
-    std::int64_t best = 0;
-    for (std::int64_t i = 1; i < n; ++i) {
-      const T a = row[i], b = row[best];
-      if (b != b) break;  // NaN found: it wins
-      if (a != a || (Max ? a > b : a < b)) best = i;
+  tensor<std::int64_t> out = make_tensor<std::int64_t>(out_shape, x.device());
+  if (!x.device().is_cpu()) {  // Note [Device reductions]: over dim d of v, in place
+    std::vector<bool> mask(v.shape().size(), false);
+    mask[static_cast<std::size_t>(d)] = true;
+    shape kept = v.shape();
+    kept[static_cast<std::size_t>(d)] = 1;
+    dispatch::run_reduce(x.device(),
+                         Max ? dispatch::reduce_kind::argmax : dispatch::reduce_kind::argmin,
+                         v.data(), dtype_of<T>, v.shape(), v.strides(), mask, out.data(),
+                         contiguous_strides(kept), op);
+  } else {
+    tensor<T> moved = v.movedim(d, -1).contiguous();
+    const std::int64_t n = moved.size(-1);
+    const std::int64_t outer = moved.numel() / n;
+    const T* p = moved.data();
+    std::int64_t* q = out.data();
+    for (std::int64_t r = 0; r < outer; ++r) {
+      const T* row = p + r * n;
+      std::int64_t best = 0;
+      for (std::int64_t i = 1; i < n; ++i) {
+        const T a = row[i], b = row[best];
+        if (b != b) break;  // NaN found: it wins
+        if (a != a || (Max ? a > b : a < b)) best = i;
+      }
+      q[r] = best;
     }
-    q[r] = best;
   }
   if (traced) {
     jit::attributes attrs{{"keepdim", std::int64_t{keepdim}}};
@@ -652,7 +662,10 @@ tensor<T> mean_all(const tensor<T>& t) {
   }
   if (!s.defined()) {
     s = sum_all(t);
-    *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
+    if (t.device().is_cpu())
+      *s.data() = static_cast<T>(*s.data() / static_cast<T>(t.numel()));
+    else
+      s = evaluate_raw(s / static_cast<T>(t.numel()));
   }
   if (traced) record_reduction(traced, op::mean, expr::leaf<T>(t), s, mask, false);
   return s;

@@ -94,6 +94,12 @@ struct class_targets {
   tensor<std::int64_t> safe;  // target shape, every entry a valid class
   tensor<T> weight;           // target shape, constant
   double total_weight = 0;    // sum of weight: the divisor of the mean
+  // Note [Device class targets]: on a device the targets are checked on the CPU (one copy),
+  // and the picked entries are sum(logp * picked_weight) over the class dim, where
+  // picked_weight (the input's shape, on its device) holds each element's weight at its target
+  // class and 0 elsewhere: the gather and its scattering backward become elementwise products
+  // and a reduction, which the device has. Undefined on the CPU.
+  tensor<T> picked_weight;
 };
 
 /// Class weights: one value per class, constant (detached).
@@ -102,7 +108,6 @@ tensor<T> checked_class_weight(const tensor<T>& w, std::int64_t classes, const c
   if (!w.defined()) return w;
   check(w.dim() == 1 && w.shape()[0] == classes, errc::shape, op,
         ": weight must hold one value per class (shape [", classes, "]), got shape ", w.shape());
-  check(w.device().is_cpu(), errc::not_implemented, op, ": weight on ", w.device());
   return w.detach();
 }
 
@@ -124,9 +129,11 @@ class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target
                                      const char* op) {
   require_index_type<I>();
   check(x.defined() && target.defined(), errc::value, op, ": got an undefined tensor");
-  check(x.device().is_cpu() && target.device().is_cpu(), errc::not_implemented, op,
-        ": not available for tensors on ", x.device(), " and ", target.device(),
-        " without a device backend");
+  check(x.device() == target.device(), errc::device, op, ": input on ", x.device(),
+        ", target on ", target.device(), " (move both to one device)");
+  if (class_weight.defined())
+    check(class_weight.device() == x.device(), errc::device, op, ": input on ", x.device(),
+          ", weight on ", class_weight.device());
   check(x.dim() >= 1, errc::shape, op, ": input must have a class dim, got shape ", x.shape());
   class_targets<T> r;
   r.cdim = x.dim() == 1 ? 0 : 1;
@@ -138,8 +145,8 @@ class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target
         " (classes along dim ", r.cdim, ") needs a target of shape ", want, ", got ",
         target.shape());
   tensor<T> cw = checked_class_weight(class_weight, r.classes, op);
-  if (cw.defined()) cw = cw.contiguous();
-  const tensor<I> t = target.contiguous();
+  if (cw.defined()) cw = cw.to(cpu).contiguous();
+  const tensor<I> t = target.to(cpu).contiguous();
   r.safe = make_tensor<std::int64_t>(want);
   r.weight = make_tensor<T>(want);
   const I* tp = t.data();
@@ -160,6 +167,19 @@ class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target
     total += static_cast<double>(wp[i]);
   }
   r.total_weight = total;
+  if (!x.device().is_cpu()) {  // Note [Device class targets]
+    tensor<T> pw = make_tensor<T>(x.shape());
+    pw.zero_();
+    // element i of the target is (outer n, inner j) around the class dim of x
+    const std::int64_t inner = r.cdim == 0 ? 1 : t.numel() / std::max<std::int64_t>(x.shape()[0], 1);
+    T* pp = pw.data();
+    for (std::int64_t i = 0; i < t.numel(); ++i) {
+      const std::int64_t n = i / inner, j = i % inner;
+      pp[(n * r.classes + sp[i]) * inner + j] = wp[i];
+    }
+    r.picked_weight = pw.to(x.device());
+    r.weight = r.weight.to(x.device());
+  }
   return r;
 }
 
@@ -167,6 +187,15 @@ class_targets<T> check_class_targets(const tensor<T>& x, const tensor<I>& target
 /// by the total weight of the non-ignored elements; 0/0 = NaN when all are ignored, as PyTorch).
 template <class T>
 tensor<T> nll_from_targets(const tensor<T>& logp, const class_targets<T>& ct, nn::reduction red) {
+  if (ct.picked_weight.defined()) {  // Note [Device class targets]
+    const tensor<T> picked_w = ember::sum(logp * ct.picked_weight, ct.cdim);
+    switch (red) {
+      case nn::reduction::none: return tensor<T>(-picked_w);
+      case nn::reduction::sum: return ember::sum(-picked_w);
+      case nn::reduction::mean: break;
+    }
+    return tensor<T>(ember::sum(-picked_w) / static_cast<T>(ct.total_weight));
+  }
   const tensor<T> picked = gather(logp, ct.cdim, ct.safe.unsqueeze(ct.cdim)).squeeze(ct.cdim);
   switch (red) {
     case nn::reduction::none: return tensor<T>(-(picked * ct.weight));

@@ -43,8 +43,69 @@ template <class T>
 void matmul_check_devices(const tensor<T>& a, const tensor<T>& b, const char* op) {
   check(a.device() == b.device(), errc::device, op, ": expected both tensors on the same device, ",
         "got ", a.device(), " and ", b.device());
-  check(a.device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
-        a.device(), " without a device backend");
+  if (!a.device().is_cpu())
+    check(std::is_same_v<T, float> || std::is_same_v<T, double>, errc::not_implemented, op,
+          ": ", dtype_of<T>, " tensors on ", a.device(), " (device matrix products are f32 and ",
+          "f64)");
+}
+
+/// A matrix operand the device GEMM can read: one of its last two strides is 1 and the other
+/// spans a row (or column); otherwise a contiguous copy.
+template <class T>
+tensor<T> gemm_operand(const tensor<T>& t) {
+  const std::int64_t rs = t.stride(-2), cs = t.stride(-1), rows = t.size(-2), cols = t.size(-1);
+  const bool row_major = cs == 1 && rs >= std::max<std::int64_t>(cols, 1);
+  const bool col_major = rs == 1 && cs >= std::max<std::int64_t>(rows, 1);
+  return row_major || col_major ? t : t.contiguous();
+}
+
+/// matmul_into on a device: one strided batched GEMM for 3-D operands, one GEMM per matrix
+/// for more batch dims (Note [Device GEMM]).
+template <class T>
+void device_matmul_into(const tensor<T>& a_in, const tensor<T>& b_in, const tensor<T>& out,
+                        T alpha, T beta) {
+  const tensor<T> a = gemm_operand(a_in), b = gemm_operand(b_in);
+  const std::int64_t r = out.dim();
+  dispatch::gemm_problem g;
+  g.dtype = static_cast<std::uint8_t>(dtype_of<T>);
+  g.m = out.size(-2);
+  g.n = out.size(-1);
+  g.k = a.size(-1);
+  g.alpha = static_cast<double>(alpha);
+  g.beta = static_cast<double>(beta);
+  g.a_rs = a.stride(-2);
+  g.a_cs = a.stride(-1);
+  g.b_rs = b.stride(-2);
+  g.b_cs = b.stride(-1);
+  g.c_rs = out.stride(-2);
+  auto& kern = dispatch::kernel<op::matmul>(out.device(), dtype_of<T>, "matmul");
+  if (r <= 3) {
+    g.batch = r == 3 ? out.size(0) : 1;
+    g.stride_a = r == 3 ? a.stride(0) : 0;
+    g.stride_b = r == 3 ? b.stride(0) : 0;
+    g.stride_c = r == 3 ? out.stride(0) : 0;
+    g.a = a.data();
+    g.b = b.data();
+    g.c = out.data();
+    kern(g, out.device());
+    return;
+  }
+  const std::int64_t batches = out.numel() / std::max<std::int64_t>(g.m * g.n, 1);
+  const shape& bs = out.shape();
+  for (std::int64_t i = 0; i < batches; ++i) {
+    std::int64_t ao = 0, bo = 0, co = 0, rest = i;
+    for (std::int64_t d = r - 3; d >= 0; --d) {
+      const std::int64_t x = rest % bs[d];
+      rest /= bs[d];
+      ao += x * a.stride(d);
+      bo += x * b.stride(d);
+      co += x * out.stride(d);
+    }
+    g.a = a.data() + ao;
+    g.b = b.data() + bo;
+    g.c = out.data() + co;
+    kern(g, out.device());
+  }
 }
 
 /// The stride of t's dims [0, r-1) (batch dims and rows) merged into one dim of rows, or
@@ -80,6 +141,10 @@ void matmul_into(const tensor<T>& a, const tensor<T>& b, const tensor<T>& out, T
   const std::int64_t m = out.size(-2), n = out.size(-1), k = a.size(-1);
   const std::int64_t batches = r > 2 ? out.numel() / std::max<std::int64_t>(m * n, 1) : 1;
   if (out.numel() == 0) return;
+  if (!out.device().is_cpu()) {
+    device_matmul_into(a, b, out, alpha, beta);
+    return;
+  }
   const std::int64_t a_rs = a.stride(-2), a_cs = a.stride(-1);
   const std::int64_t b_rs = b.stride(-2), b_cs = b.stride(-1);
   const std::int64_t c_rs = out.stride(-2), c_cs = out.stride(-1);
@@ -158,7 +223,7 @@ tensor<T> matmul_forward(const tensor<T>& a, const tensor<T>& b) {
   shape full = batch;
   full.push_back(m);
   full.push_back(n);
-  tensor<T> out = make_tensor<T>(full);
+  tensor<T> out = make_tensor<T>(full, a.device());
   shape ea = batch, eb = batch;
   ea.push_back(m), ea.push_back(k);
   eb.push_back(k), eb.push_back(n);
@@ -271,7 +336,7 @@ tensor<value_type_t<A>> mm(const A& a_in, const B& b_in) {
                   "shapes ", a.shape(), " and ", b.shape());
     detail::check(a.size(1) == b.size(0), errc::shape, "mm: cannot multiply ", a.shape(), " by ",
                   b.shape());
-    tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)});
+    tensor<T> out = detail::make_tensor<T>({a.size(0), b.size(1)}, a.device());
     detail::matmul_into(a, b, out, T(1), T(0));
     if constexpr (std::is_floating_point_v<T>) {
       if (!autograd::detail::any_requires_grad(a, b)) return out;
@@ -304,7 +369,7 @@ tensor<value_type_t<A>> bmm(const A& a_in, const B& b_in) {
                   "shapes ", a.shape(), " and ", b.shape());
     detail::check(a.size(0) == b.size(0) && a.size(2) == b.size(1), errc::shape,
                   "bmm: cannot multiply ", a.shape(), " by ", b.shape());
-    tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)});
+    tensor<T> out = detail::make_tensor<T>({a.size(0), a.size(1), b.size(2)}, a.device());
     detail::matmul_into(a, b, out, T(1), T(0));
     if constexpr (std::is_floating_point_v<T>) {
       if (!autograd::detail::any_requires_grad(a, b)) return out;
@@ -451,7 +516,7 @@ tensor<value_type_t<A>> addmm(const C& bias_in, const A& a_in, const B& b_in, do
   const shape full{a.size(0), b.size(1)};
   detail::check(broadcastable_to(bias.shape(), full), errc::shape, "addmm: bias of shape ",
                 bias.shape(), " does not broadcast to the product's shape ", full);
-  tensor<T> out = detail::make_tensor<T>(full);
+  tensor<T> out = detail::make_tensor<T>(full, a.device());
   {
     no_grad_guard ng;
     if (beta != 0) out.copy_(bias);
@@ -480,7 +545,7 @@ tensor<value_type_t<A>> baddbmm(const C& bias_in, const A& a_in, const B& b_in, 
   const shape full{a.size(0), a.size(1), b.size(2)};
   detail::check(broadcastable_to(bias.shape(), full), errc::shape, "baddbmm: bias of shape ",
                 bias.shape(), " does not broadcast to the product's shape ", full);
-  tensor<T> out = detail::make_tensor<T>(full);
+  tensor<T> out = detail::make_tensor<T>(full, a.device());
   {
     no_grad_guard ng;
     if (beta != 0) out.copy_(bias);
@@ -526,14 +591,15 @@ tensor<T> linear_impl(const tensor<T>& x, const tensor<T>& w, const tensor<T>* b
         w.shape(), "^T (input has ", x.size(-1), " features, weight expects ", w.size(1), ")");
   shape full(x.shape().begin(), x.shape().end() - 1);
   full.push_back(w.size(0));
-  tensor<T> out = make_tensor<T>(full);
+  tensor<T> out = make_tensor<T>(full, x.device());
   T beta = T(0);
   const T* row_bias = nullptr;  // Note [Linear epilogue]
+  const bool on_cpu = x.device().is_cpu();
   if (bias) {
     matmul_check_devices(x, *bias, "linear");
     check(broadcastable_to(bias->shape(), full), errc::shape, "linear: bias of shape ",
           bias->shape(), " does not broadcast to the output's shape ", full);
-    if (bias->dim() == 1 && bias->size(0) == w.size(0) && bias->stride(0) == 1) {
+    if (on_cpu && bias->dim() == 1 && bias->size(0) == w.size(0) && bias->stride(0) == 1) {
       row_bias = bias->data();
     } else {
       out.copy_(*bias);
@@ -552,6 +618,10 @@ tensor<T> linear_impl(const tensor<T>& x, const tensor<T>& w, const tensor<T>* b
     matmul_into(x, wt.expand(eb), out, T(1), beta);
   }
   const std::int64_t n = w.size(0);
+  if (!on_cpu) {  // the bias went in through beta; ReLU is one more elementwise pass
+    if (relu) out = evaluate_raw(ember::relu(out));
+    return out;
+  }
   if ((row_bias || relu) && out.numel() > 0)
     linear_epilogue(out.data(), out.numel() / n, n, row_bias, relu);
   return out;
@@ -568,7 +638,7 @@ tensor<T> linear_recorded(const tensor<T>& x, const tensor<T>& w, const tensor<T
   tensor<T> out = linear_untraced(x, w, bias);
   if (traced) {
     tensor<T> b = bias;
-    if (!b.defined()) b = make_tensor<T>({w.size(0)}).zero_();
+    if (!b.defined()) b = make_tensor<T>({w.size(0)}, w.device()).zero_();
     traced.record(op::linear, out, {}, x, w, b);
   }
   return out;

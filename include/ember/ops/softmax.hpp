@@ -84,9 +84,30 @@ tensor<value_type_t<E>> softmax_impl(const E& e, std::int64_t dim, const char* o
   tensor<T> x = [&] {
     if constexpr (is_tensor_v<E>) return e; else return e.eval();
   }();
-  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
   if (x.dim() == 0) x = x.reshape({1});
   const std::int64_t d = wrap_dim(dim, x.dim(), op);
+  if (!x.device().is_cpu()) {
+    // Note [Device softmax]: on a device, from the device's reductions and fused elementwise
+    // kernels, stably (the row max subtracted first): four passes instead of the CPU's two.
+    std::vector<bool> mask(x.shape().size(), false);
+    mask[static_cast<std::size_t>(d)] = true;
+    tensor<T> res;
+    if (x.numel() == 0) {
+      res = x.clone();
+    } else {
+      const tensor<T> m = reduce_raw<max_op>(expr::leaf<T>(x), mask, true);
+      if constexpr (Log) {
+        const tensor<T> z = evaluate_raw(x - m);
+        const tensor<T> s = reduce_raw<sum_op>(ember::exp(z), mask, true);
+        res = evaluate_raw(z - ember::log(s));
+      } else {
+        const tensor<T> ex = evaluate_raw(ember::exp(x - m));
+        const tensor<T> s = reduce_raw<sum_op>(expr::leaf<T>(ex), mask, true);
+        res = evaluate_raw(ex / s);
+      }
+    }
+    return is_tensor_v<E> && e.dim() == 0 ? res.reshape({}) : res;
+  }
   const bool last = d == x.dim() - 1;
   const tensor<T> rows = (last ? x : x.movedim(d, -1)).contiguous();
   tensor<T> out = make_tensor<T>(rows.shape());

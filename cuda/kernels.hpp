@@ -1,0 +1,25 @@
+// The interface between cuda/kernels.cu (compiled by nvcc) and cuda/backend.cpp (compiled by
+// the host compiler with the ember headers): plain functions over the POD problems of
+// include/ember/dispatch/program.hpp. Every launcher returns the CUDA error of its launch.
+#pragma once
+
+#include <ember/dispatch/program.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+namespace ember::cuda_backend {
+
+/// One fused elementwise kernel for the whole program (Note [Elementwise program]).
+cudaError_t launch_fused(const dispatch::elementwise_program& p, int sm_count, cudaStream_t s);
+
+/// Scratch bytes launch_reduce needs for r (0 when one pass does it).
+std::size_t reduce_scratch_bytes(const dispatch::reduce_problem& r, int sm_count);
+
+/// A reduction: one thread per output when the reduced count is small, one block per output
+/// otherwise, and two passes (partials in `scratch`) when few outputs reduce many elements.
+cudaError_t launch_reduce(const dispatch::reduce_problem& r, void* scratch, int sm_count,
+                          cudaStream_t s);
+
+}  // namespace ember::cuda_backend
