@@ -10,6 +10,8 @@
 // next is queued behind that kernel.
 #include "kernels.hpp"
 
+#include <ember/cuda.hpp>
+
 #include <ember/core/allocator.hpp>
 #include <ember/core/device.hpp>
 #include <ember/core/error.hpp>

@@ -363,3 +363,26 @@ TEST_CASE("an emulated device: an MLP trains as on the CPU", "[dispatch]") {
   gpu_net.to(em::cpu);
   CHECK(gpu_net.parameters()[0].device() == em::cpu);
 }
+
+TEST_CASE("an emulated device: float64 gradcheck through device ops", "[dispatch]") {
+  // the function moves its CPU inputs to the device, runs device ops and moves the result
+  // back: to(device) is differentiable, so the finite differences check the device backward
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  auto x = random_tensor<double>({3, 4}, 60).requires_grad_();
+  auto y = random_tensor<double>({4, 2}, 61).requires_grad_();
+  auto b = random_tensor<double>({4}, 62).requires_grad_();
+  const em::autograd::gradcheck_options o{.quiet = false};
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    const auto xg = in[0].to(gpu), bg = in[2].to(gpu);
+    return em::sum(em::tanh(xg) * bg + em::exp(xg * 0.5) / (1.0 + em::square(bg))).to(em::cpu);
+  }, {x, y, b}, o));
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return em::matmul(em::sigmoid(in[0].to(gpu)), in[1].to(gpu)).to(em::cpu);
+  }, {x, y, b}, o));
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    const auto xg = in[0].to(gpu);
+    return em::tensor<double>(em::amax(xg, {1}) + em::mean(xg, {0}).sum() +
+                              em::log_softmax(xg, 1).select(1, 2)).to(em::cpu);
+  }, {x, y, b}, o));
+}
