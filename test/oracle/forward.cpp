@@ -2,6 +2,9 @@
 // every case of the elementwise, reduction, softmax and view families ember implements, rebuilt
 // from the case metadata (`op`, `args`), evaluated in float64 (ops/) and float32 (ops/f32/).
 // Gradients are checked elsewhere. Set EMBER_TEST_VERBOSE=1 to print the worst error per family.
+// The same cases run on a device: on the emulated device here (test/support/emulated_device.hpp),
+// and on the GPU in cuda_tests, which builds this file with EMBER_ORACLE_CUDA.
+#include "support/emulated_device.hpp"
 #include "support/safetensors.hpp"
 
 #ifndef EMBER_TEST_DATA
@@ -27,6 +30,9 @@ namespace et = ember_test;
 using et::json::value;
 
 namespace {
+
+/// The device the cases run on (inputs are moved there, outputs back).
+em::device oracle_device = em::cpu;
 
 const std::vector<std::string> elementwise_families = {
     "add", "sub",  "mul",  "div",     "neg",  "exp",     "log",     "sqrt",  "tanh", "sigmoid",
@@ -69,7 +75,8 @@ std::vector<T> values_of(const em::tensor<T>& t) {
 template <class T>
 double compare_float(const em::tensor<T>& got, const em::tensor<T>& want) {
   REQUIRE(got.shape() == want.shape());
-  const auto g = values_of(got), w = values_of(want);
+  CHECK(got.device() == oracle_device);
+  const auto g = values_of(got.to(em::cpu)), w = values_of(want);
   double worst = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
     const double gi = g[i], wi = w[i];
@@ -93,7 +100,8 @@ double compare_float(const em::tensor<T>& got, const em::tensor<T>& want) {
 
 void compare_int(const em::tensor<std::int64_t>& got, const em::tensor<std::int64_t>& want) {
   REQUIRE(got.shape() == want.shape());
-  CHECK(values_of(got) == values_of(want));
+  CHECK(got.device() == oracle_device);
+  CHECK(values_of(got.to(em::cpu)) == values_of(want));
 }
 
 /// What one case produced: the main output and, for max along a dim, the indices.
@@ -124,7 +132,7 @@ outputs<T> run_case(const std::string& op, const value& meta, const et::st_file&
                     const std::string& p) {
   outputs<T> r;
   const value& args = meta.at("args");
-  auto in = [&](int j) { return f.get<T>(p + ".in" + std::to_string(j)); };
+  auto in = [&](int j) { return f.get<T>(p + ".in" + std::to_string(j)).to(oracle_device); };
   const em::tensor<T> x = in(0 + (op == "where" ? 1 : 0));
   // elementwise, binary (tensor or python-scalar second operand)
   if (op == "add" || op == "sub" || op == "mul" || op == "div") {
@@ -143,7 +151,7 @@ outputs<T> run_case(const std::string& op, const value& meta, const et::st_file&
   if (op == "minimum") { r.out = em::minimum(x, in(1)); return r; }
   if (op == "pow") { r.out = em::pow(x, static_cast<T>(args.at("exponent").as_double())); return r; }
   if (op == "where") {
-    r.out = em::where(f.get<bool>(p + ".in0"), x, in(2));
+    r.out = em::where(f.get<bool>(p + ".in0").to(oracle_device), x, in(2));
     return r;
   }
   if (op == "clamp") {
@@ -275,6 +283,32 @@ double run_family(const std::string& family) {
 
 }  // namespace
 
+#if defined(EMBER_ORACLE_CUDA)
+
+// cuda_tests: every case on the GPU (skipped with a message when there is none)
+TEMPLATE_TEST_CASE("oracle forward on cuda: every family matches PyTorch", "[oracle][cuda]", double,
+                   float) {
+  if (!em::cuda::is_available()) {
+    WARN("no CUDA device: the oracle cases on cuda are skipped");
+    return;
+  }
+  oracle_device = em::device::cuda(0);
+  for (const auto* families : {&elementwise_families, &reduction_families, &view_families})
+    for (const auto& family : *families) run_family<TestType>(family);
+  oracle_device = em::cpu;
+}
+
+#else
+
+TEMPLATE_TEST_CASE("oracle forward on the emulated device: every family matches PyTorch",
+                   "[oracle][dispatch]", double, float) {
+  const ember_test::emulated_device dev_guard;
+  oracle_device = em::device::cuda(0);
+  for (const auto* families : {&elementwise_families, &reduction_families, &view_families})
+    for (const auto& family : *families) run_family<TestType>(family);
+  oracle_device = em::cpu;
+}
+
 TEST_CASE("test safetensors reader: golden format file", "[oracle][safetensors]") {
   const et::st_file f = et::read_safetensors(et::test_data("oracle/format/all_dtypes.safetensors"));
   CHECK(f.meta("purpose") == "reader conformance");
@@ -342,3 +376,5 @@ TEMPLATE_TEST_CASE("oracle forward: reductions and softmax match PyTorch", "[ora
 TEMPLATE_TEST_CASE("oracle forward: views match PyTorch", "[oracle]", double, float) {
   for (const auto& family : view_families) run_family<TestType>(family);
 }
+
+#endif  // EMBER_ORACLE_CUDA

@@ -1,0 +1,249 @@
+// Tests of the CUDA backend (cuda/, linked as libember_cuda) on a real GPU. Without one, every
+// case but the first returns at once with a message, and the first checks that using a GPU
+// is a clear error. Expected values come from the CPU path (itself checked against PyTorch by
+// the other suites) and, in oracle/forward.cpp built into this executable, from PyTorch's
+// oracle directly.
+#include <ember/cuda.hpp>
+#include <ember/ember.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace em = ember;
+
+namespace {
+
+bool have_gpu() {
+  static const bool ok = [] {
+    const int n = em::cuda_backend::linked();
+    std::printf("ember CUDA backend: %d GPU(s) visible\n", n);
+    return em::cuda::is_available();
+  }();
+  return ok;
+}
+
+#define EMBER_REQUIRE_GPU()                                   \
+  do {                                                        \
+    if (!have_gpu()) {                                        \
+      WARN("no CUDA device: this CUDA test is skipped");      \
+      return;                                                 \
+    }                                                         \
+  } while (0)
+
+template <class T>
+em::tensor<T> random_tensor(em::shape s, std::uint32_t seed, double lo = -3, double hi = 3) {
+  em::tensor<T> t = em::zeros<T>(s);
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  T* p = t.data();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(u(g));
+  return t;
+}
+
+// |got - want| <= tol * (1 + |want|) everywhere (NaN matches NaN); got may be on the GPU
+template <class T>
+bool close(const em::tensor<T>& got_any, const em::tensor<T>& want_in, double tol) {
+  REQUIRE(got_any.shape() == want_in.shape());
+  const em::tensor<T> got = got_any.to(em::cpu).contiguous(), want = want_in.contiguous();
+  for (std::int64_t i = 0; i < want.numel(); ++i) {
+    const double g = static_cast<double>(got.data()[i]), w = static_cast<double>(want.data()[i]);
+    if (std::isnan(g) && std::isnan(w)) continue;
+    if (g == w) continue;
+    if (!(std::abs(g - w) <= tol * (1 + std::abs(w)))) {
+      UNSCOPED_INFO("element " << i << ": got " << g << ", want " << w);
+      return false;
+    }
+  }
+  return true;
+}
+
+const em::device gpu = em::device::cuda(0);
+
+}  // namespace
+
+TEST_CASE("cuda: without a GPU, using one is a clear error", "[cuda]") {
+  if (have_gpu()) {
+    CHECK(em::cuda::device_count() >= 1);
+    return;
+  }
+  CHECK(em::cuda::device_count() == 0);
+  const auto a = em::ones<float>({2});
+  CHECK_THROWS_WITH(a.to(gpu), Catch::Contains("cuda:0") && Catch::Contains("not available"));
+  CHECK_THROWS_WITH(em::cuda::synchronize(), Catch::Contains("no GPU"));
+}
+
+TEST_CASE("cuda: memory, copies and memory_stats", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  const auto before = em::memory_stats(gpu);
+  // small (plain cudaMemcpy) and large (pinned staging, several chunks, an odd tail) copies
+  for (std::int64_t n : {std::int64_t{1}, std::int64_t{1000}, std::int64_t{3} << 20}) {
+    const auto a = random_tensor<float>({n + 3}, 1);
+    const auto g = a.to(gpu);
+    CHECK(g.device() == gpu);
+    CHECK(close(g, a, 0));
+    CHECK(close(g.clone(), a, 0));  // device to device
+  }
+  {
+    const auto big = em::zeros<double>({1 << 20}).to(gpu);
+    CHECK(em::memory_stats(gpu).in_use >= before.in_use + (8u << 20));
+  }
+  CHECK(em::memory_stats(gpu).in_use == before.in_use);
+  CHECK(em::memory_stats(gpu).cached > 0);
+  em::empty_cache(gpu);
+  CHECK(em::memory_stats(gpu).cached == 0);
+  // fill_, copy_ with conversion and broadcast, item, to<U>
+  em::tensor<float> z = em::zeros<float>({3, 4}).to(gpu);
+  z.fill_(2.5f);
+  CHECK(z.sum().item() == 30.f);
+  const auto row = random_tensor<double>({4}, 2);
+  z.copy_(row.to(gpu));
+  CHECK(close(z, em::tensor<float>(row.to<float>().expand({3, 4})), 0));
+  CHECK(close(z.to<double>().to<float>(), z.to(em::cpu), 0));
+  em::cuda::synchronize();
+}
+
+TEST_CASE("cuda: fused elementwise expressions match the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  const auto a = random_tensor<float>({37, 129}, 3);
+  const auto b = random_tensor<float>({129}, 4);
+  const auto p = random_tensor<float>({37, 129}, 5, 0.01, 4);
+  const auto ag = a.to(gpu), bg = b.to(gpu), pg = p.to(gpu);
+  const double tol = 1e-5;  // CUDA's math library against xsimd's: a few ulp
+  CHECK(close(em::tensor<float>(em::exp(ag) * bg - 1.f), em::tensor<float>(em::exp(a) * b - 1.f), tol));
+  CHECK(close(em::tensor<float>(em::tanh(ag) + em::sigmoid(bg) * em::gelu(ag)),
+              em::tensor<float>(em::tanh(a) + em::sigmoid(b) * em::gelu(a)), tol));
+  CHECK(close(em::tensor<float>(em::log(pg) + em::sqrt(pg) - em::rsqrt(pg)),
+              em::tensor<float>(em::log(p) + em::sqrt(p) - em::rsqrt(p)), tol));
+  CHECK(close(em::tensor<float>(em::where(ag > bg, ag, em::clamp(bg, -1.f, 1.f))),
+              em::tensor<float>(em::where(a > b, a, em::clamp(b, -1.f, 1.f))), 0));
+  CHECK(close(em::tensor<float>(em::pow(pg, bg) + em::softplus(ag) + em::silu(ag)),
+              em::tensor<float>(em::pow(p, b) + em::softplus(a) + em::silu(a)), tol));
+  CHECK(close(em::tensor<float>(em::round(ag * 2.f) + em::floor(ag) + em::sign(ag)),
+              em::tensor<float>(em::round(a * 2.f) + em::floor(a) + em::sign(a)), 0));
+  // views, in-place, bool and integer results
+  CHECK(close(em::tensor<float>(ag.t() * 2.f), em::tensor<float>(a.t() * 2.f), 0));
+  em::tensor<float> c = ag.clone();
+  c.slice(1, 0, 129, 3) += 1.f;
+  em::tensor<float> cc = a.clone();
+  cc.slice(1, 0, 129, 3) += 1.f;
+  CHECK(close(c, cc, 0));
+  const em::tensor<bool> m = ag > 0.f;
+  CHECK(m.device() == gpu);
+  CHECK(close(m, em::tensor<bool>(a > 0.f), 0));
+  const em::tensor<std::int64_t> i = em::cast<std::int64_t>(ag * 10.f);
+  CHECK(close(i, em::tensor<std::int64_t>(em::cast<std::int64_t>(a * 10.f)), 0));
+  // large: the grid-stride loop
+  const auto big = random_tensor<float>({5'000'000}, 6);
+  const auto bigg = big.to(gpu);
+  CHECK(close(em::tensor<float>(bigg * bigg + 1.f), em::tensor<float>(big * big + 1.f), 0));
+  // mixing devices
+  CHECK_THROWS_WITH(em::tensor<float>(ag + a), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+}
+
+TEST_CASE("cuda: reductions match the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  // one thread per output (count < 32), one block per output, and two passes (few outputs)
+  for (em::shape s : {em::shape{1000, 7}, em::shape{300, 2000}, em::shape{3, 4'000'000}}) {
+    const auto a = random_tensor<float>(s, 7);
+    const auto ag = a.to(gpu);
+    INFO("shape " << s);
+    CHECK(close(em::sum(ag, 1), em::sum(a, 1), 1e-5));
+    CHECK(close(em::sum(ag, 0), em::sum(a, 0), 1e-5));
+    CHECK(close(em::amax(ag, 1), em::amax(a, 1), 0));
+    CHECK(close(em::amin(ag, 0, true), em::amin(a, 0, true), 0));
+    CHECK(close(em::argmax(ag, 1), em::argmax(a, 1), 0));
+    CHECK(close(em::argmin(ag, 0), em::argmin(a, 0), 0));
+    CHECK(close(em::mean(ag), em::mean(a), 1e-5));
+  }
+  const auto big = random_tensor<double>({1 << 24}, 8);
+  CHECK(close(em::sum(big.to(gpu)), em::sum(big), 1e-12));
+  CHECK(close(em::argmax(big.to(gpu)), em::argmax(big), 0));
+  // NaN wins argmax and amax, first index of equal maxima
+  const auto n = em::from_vector<float>({1.f, 5.f, 5.f, std::nanf(""), 2.f}, {5});
+  CHECK(em::argmax(n.to(gpu)).item() == 3);
+  CHECK(std::isnan(em::amax(n.to(gpu)).item()));
+  CHECK(em::argmax(n.slice(0, 0, 3).to(gpu)).item() == 1);
+  CHECK(close(em::var(random_tensor<double>({50, 60}, 9).to(gpu), 1),
+              em::var(random_tensor<double>({50, 60}, 9), 1), 1e-12));
+  CHECK(close(em::softmax(random_tensor<float>({64, 10}, 10).to(gpu), 1),
+              em::softmax(random_tensor<float>({64, 10}, 10), 1), 1e-6));
+}
+
+TEST_CASE("cuda: matrix products match the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  const auto a = random_tensor<float>({257, 129}, 11), b = random_tensor<float>({129, 65}, 12);
+  const auto ag = a.to(gpu), bg = b.to(gpu);
+  CHECK(close(em::matmul(ag, bg), em::matmul(a, b), 1e-5));
+  CHECK(close(em::matmul(bg.t(), ag.t()), em::matmul(b.t(), a.t()), 1e-5));
+  const auto x = random_tensor<double>({4, 33, 17}, 13), y = random_tensor<double>({4, 17, 9}, 14);
+  CHECK(close(em::bmm(x.to(gpu), y.to(gpu)), em::bmm(x, y), 1e-12));
+  const auto y2 = random_tensor<double>({17, 9}, 15);
+  CHECK(close(em::matmul(x.to(gpu), y2.to(gpu)), em::matmul(x, y2), 1e-12));
+  const auto x4 = random_tensor<double>({2, 3, 5, 4}, 16), y4 = random_tensor<double>({3, 4, 6}, 17);
+  CHECK(close(em::matmul(x4.to(gpu), y4.to(gpu)), em::matmul(x4, y4), 1e-12));
+  const auto w = random_tensor<float>({10, 129}, 18), bias = random_tensor<float>({10}, 19);
+  namespace F = em::nn::functional;
+  CHECK(close(F::linear(ag, w.to(gpu), bias.to(gpu)), F::linear(a, w, bias), 1e-5));
+  CHECK_THROWS_WITH(em::matmul(ag, b), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+}
+
+TEST_CASE("cuda: float64 gradcheck of elementwise ops, matmul and reductions", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  auto x = random_tensor<double>({3, 4}, 20).requires_grad_();
+  auto y = random_tensor<double>({4, 2}, 21).requires_grad_();
+  auto b = random_tensor<double>({4}, 22).requires_grad_();
+  CHECK(em::autograd::gradcheck([](const std::vector<em::tensor<double>>& in) {
+    const auto xg = in[0].to(gpu), bg = in[2].to(gpu);
+    return em::sum(em::tanh(xg) * bg + em::exp(xg * 0.5) / (1.0 + em::square(bg))).to(em::cpu);
+  }, {x, y, b}));
+  CHECK(em::autograd::gradcheck([](const std::vector<em::tensor<double>>& in) {
+    return em::matmul(em::sigmoid(in[0].to(gpu)), in[1].to(gpu)).to(em::cpu);
+  }, {x, y, b}));
+  CHECK(em::autograd::gradcheck([](const std::vector<em::tensor<double>>& in) {
+    const auto xg = in[0].to(gpu);
+    return em::tensor<double>(em::amax(xg, {1}) + em::mean(xg, {0}).sum() +
+                              em::log_softmax(xg, 1).select(1, 2)).to(em::cpu);
+  }, {x, y, b}));
+}
+
+TEST_CASE("cuda: the digits MLP trains on the GPU as on the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  namespace F = em::nn::functional;
+  const auto table = em::data::read_csv<float>(EMBER_EXAMPLES_DATA "/digits.csv.gz");
+  const std::int64_t rows = table.size(0);
+  const auto images = em::tensor<float>(table.slice(1, 0, 64) / 16.f);
+  const auto labels = table.select(1, 64).to<std::int64_t>();
+  const auto x_train = images.slice(0, 0, 1500), x_test = images.slice(0, 1500, rows);
+  const auto y_train = labels.slice(0, 0, 1500), y_test = labels.slice(0, 1500, rows);
+  auto train = [&](em::device dev) {
+    em::manual_seed(3);
+    em::nn::sequential net(em::nn::linear(64, 64), em::nn::relu(), em::nn::linear(64, 10));
+    net.to(dev);
+    em::optim::adam opt(net.parameters(), {.lr = 0.01});
+    const auto xd = x_train.to(dev);
+    const auto yd = y_train.to(dev);
+    for (int epoch = 0; epoch < 10; ++epoch)
+      for (std::int64_t s = 0; s < 1500; s += 64) {
+        const std::int64_t e = std::min<std::int64_t>(s + 64, 1500);
+        opt.zero_grad();
+        auto loss = F::cross_entropy(net(xd.slice(0, s, e)), yd.slice(0, s, e));
+        loss.backward();
+        opt.step();
+      }
+    const auto pred = em::argmax(net(x_test.to(dev)), 1).to(em::cpu);
+    std::int64_t right = 0;
+    for (std::int64_t i = 0; i < pred.numel(); ++i) right += pred.data()[i] == y_test.contiguous().data()[i];
+    return static_cast<double>(right) / static_cast<double>(pred.numel());
+  };
+  const double cpu_acc = train(em::cpu), gpu_acc = train(gpu);
+  std::printf("digits MLP, 10 epochs: test accuracy cpu %.4f, cuda %.4f\n", cpu_acc, gpu_acc);
+  CHECK(gpu_acc >= 0.9);
+  CHECK(std::abs(gpu_acc - cpu_acc) <= 0.02);
+}
