@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The CUDA backend's checks on a machine with an NVIDIA GPU (the H100/H200 is the reference),
+# in a few minutes:
+#   1. builds libember_cuda, cuda_tests and bench/cuda (meson + ninja, -Dcuda=enabled);
+#   2. runs cuda_tests: memory and copies, the fused kernels and reductions against the CPU,
+#      cuBLAS products, float64 gradchecks through GPU ops, every oracle forward case (PyTorch
+#      1.13's values) on the GPU, and the digits MLP trained on the GPU and on the CPU;
+#   3. runs bench/cuda and bench/cuda_torch.py (PyTorch eager on the same GPU) and prints each
+#      ratio next to its target (docs/benchmarks.md, "GPU").
+# Headers the GPU image lacks come from .gpu_deps/ (cuda/gather_gpu_deps.sh, run beforehand on
+# a Debian machine that has them). Results go to $1 (default $OUT, else /tmp/ember-gpu):
+# build.log, tests.log, bench.txt, summary.txt. Exit status: 0 when the build and tests pass.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+out=${1:-${OUT:-/tmp/ember-gpu}}
+mkdir -p "$out"
+export PATH=/usr/local/cuda/bin:$PATH
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
+date -u +"date %Y-%m-%d %H:%M UTC" | tee -a "$out/summary.txt"
+
+args=(-Dcuda=enabled -Dtests=true -Dexamples=false -Dbenchmarks=true -Dbuildtype=release)
+if [ -d .gpu_deps/include ]; then
+  args+=("-Dcpp_args=-I$here/.gpu_deps/include")
+  export PKG_CONFIG_PATH="$here/.gpu_deps/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+fi
+rm -rf build-gpu
+start=$(date +%s)
+if ! { meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests bench/cuda; } \
+    >"$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"
+  echo "BUILD FAILED (log: $out/build.log)" | tee -a "$out/summary.txt"
+  exit 1
+fi
+echo "build $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
+
+./build-gpu/test/cuda_tests >"$out/tests.log" 2>&1
+status=$?
+tail -5 "$out/tests.log"
+grep -E "test accuracy|GPU\(s\) visible" "$out/tests.log" | tee -a "$out/summary.txt"
+grep -E "^(All tests passed|test cases:)" "$out/tests.log" | sed 's/^/cuda_tests: /' | tee -a "$out/summary.txt"
+
+./build-gpu/bench/cuda >"$out/bench.txt" 2>&1
+python3 bench/cuda_torch.py >>"$out/bench.txt" 2>&1
+cat "$out/bench.txt"
+python3 - "$out/bench.txt" <<'PY' | tee -a "$out/summary.txt"
+import sys
+v = {}
+for line in open(sys.argv[1]):
+    p = line.split()
+    if len(p) >= 2:
+        try: v[p[0]] = float(p[1])
+        except ValueError: pass
+def show(name, value, target, ok):
+    print(f"{name:<48} {value:8.3f}   target {target:<8} {'met' if ok else 'MISSED'}")
+if "G1_fraction_of_copy_bandwidth" in v:
+    f = v["G1_fraction_of_copy_bandwidth"]
+    show("G1 fused E1 bandwidth / D2D copy bandwidth", f, ">= 0.80", f >= 0.80)
+if "G2_sgemm_ms" in v and "torch_G2_sgemm_ms" in v:
+    r = v["torch_G2_sgemm_ms"] / v["G2_sgemm_ms"]
+    show("G2 sgemm 8192^3 speed vs torch.mm", r, ">= 0.90", r >= 0.90)
+if "G3_mlp_step_ms" in v and "torch_G3_mlp_step_ms" in v:
+    r = v["G3_mlp_step_ms"] / v["torch_G3_mlp_step_ms"]
+    show("G3 MLP step time / PyTorch eager", r, "<= 1.00", r <= 1.0)
+PY
+exit $status

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Copies the header-only dependencies that the GPU machine's image lacks (Boost.Hana, xsimd,
+# Catch2 v2; it has nvcc, a host compiler, meson and ninja) from this Debian machine into
+# .gpu_deps/, which .git/info/exclude keeps out of git. Carry .gpu_deps with the working tree
+# to the GPU machine; cuda/check_on_gpu.sh uses it when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .gpu_deps
+mkdir -p .gpu_deps/include/boost .gpu_deps/include/catch2 .gpu_deps/pkgconfig
+cp -r /usr/include/boost/hana /usr/include/boost/hana.hpp .gpu_deps/include/boost/
+cp -r /usr/include/xsimd .gpu_deps/include/
+cp /usr/include/catch2/catch.hpp .gpu_deps/include/catch2/
+version=$(sed -n 's/^#define XSIMD_VERSION_MAJOR \([0-9]*\)/\1/p' /usr/include/xsimd/config/xsimd_config.hpp).$(sed -n 's/^#define XSIMD_VERSION_MINOR \([0-9]*\)/\1/p' /usr/include/xsimd/config/xsimd_config.hpp).0
+cat > .gpu_deps/pkgconfig/xsimd.pc <<PC
+prefix=\${pcfiledir}/..
+includedir=\${prefix}/include
+Name: xsimd
+Description: xsimd headers (copied by cuda/gather_gpu_deps.sh)
+Version: ${version}
+Cflags: -I\${includedir}
+PC
+grep -qx '/.gpu_deps/' .git/info/exclude 2>/dev/null || echo '/.gpu_deps/' >> .git/info/exclude
+du -sh .gpu_deps
