@@ -21,7 +21,7 @@ date -u +"date %Y-%m-%d %H:%M UTC" | tee -a "$out/summary.txt"
 
 args=(-Dcuda=enabled -Dtests=true -Dexamples=false -Dbenchmarks=true -Dbuildtype=release)
 if [ -d .gpu_deps/include ]; then
-  args+=("-Dcpp_args=-I$here/.gpu_deps/include")
+  args+=("-Dcpp_args=-isystem$here/.gpu_deps/include")
   export PKG_CONFIG_PATH="$here/.gpu_deps/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 fi
 rm -rf build-gpu

@@ -17,7 +17,7 @@ includedir=\${prefix}/include
 Name: xsimd
 Description: xsimd headers (copied by cuda/gather_gpu_deps.sh)
 Version: ${version}
-Cflags: -I\${includedir}
+Cflags: -isystem \${includedir}
 PC
 grep -qx '/.gpu_deps/' .git/info/exclude 2>/dev/null || echo '/.gpu_deps/' >> .git/info/exclude
 du -sh .gpu_deps

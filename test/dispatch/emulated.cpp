@@ -386,3 +386,42 @@ TEST_CASE("an emulated device: float64 gradcheck through device ops", "[dispatch
                               em::log_softmax(xg, 1).select(1, 2)).to(em::cpu);
   }, {x, y, b}, o));
 }
+
+TEST_CASE("an emulated device: losses and every optimizer's step match the CPU", "[dispatch]") {
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  const auto x = random_tensor<float>({5, 3}, 70), y = random_tensor<float>({5, 3}, 71);
+  const auto p = random_tensor<float>({5, 3}, 72, 0, 1);
+  const auto xg = x.to(gpu), yg = y.to(gpu), pg = p.to(gpu);
+  CHECK(close(F::mse_loss(xg, yg).to(em::cpu), F::mse_loss(x, y), 1e-6));
+  CHECK(close(F::l1_loss(xg, yg).to(em::cpu), F::l1_loss(x, y), 1e-6));
+  CHECK(close(F::smooth_l1_loss(xg, yg).to(em::cpu), F::smooth_l1_loss(x, y), 1e-6));
+  CHECK(close(F::binary_cross_entropy_with_logits(xg, pg).to(em::cpu),
+              F::binary_cross_entropy_with_logits(x, p), 1e-6));
+  const auto t = em::from_vector<std::int64_t>({0, 2, 1, 1, 0}, {5});
+  CHECK(close(F::nll_loss(em::log_softmax(xg, 1), t.to(gpu)).to(em::cpu),
+              F::nll_loss(em::log_softmax(x, 1), t), 1e-6));
+  // three steps of each optimizer on the same parameters and gradients
+  auto run = [&](auto make_opt) {
+    auto wc = random_tensor<double>({4, 3}, 73).requires_grad_();
+    auto wg = wc.detach().to(gpu).requires_grad_();
+    auto oc = make_opt(std::vector<em::tensor<double>>{wc});
+    auto og = make_opt(std::vector<em::tensor<double>>{wg});
+    for (int s = 0; s < 3; ++s) {
+      oc.zero_grad();
+      og.zero_grad();
+      em::sum(em::square(wc) * em::sin(wc)).backward();
+      em::sum(em::square(wg) * em::sin(wg)).backward();
+      oc.step();
+      og.step();
+    }
+    return close(wg.detach().to(em::cpu), wc.detach(), 1e-12);
+  };
+  using V = std::vector<em::tensor<double>>;
+  CHECK(run([](V ps) { return em::optim::sgd(ps, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}); }));
+  CHECK(run([](V ps) { return em::optim::adam(ps, {.lr = 0.1, .amsgrad = true}); }));
+  CHECK(run([](V ps) { return em::optim::adamw(ps, {.lr = 0.1}); }));
+  CHECK(run([](V ps) { return em::optim::rmsprop(ps, {.lr = 0.01, .momentum = 0.5, .centered = true}); }));
+  CHECK(run([](V ps) { return em::optim::adagrad(ps, {.lr = 0.1, .lr_decay = 0.01}); }));
+}
