@@ -264,6 +264,11 @@ void run_reduce(const dispatch::reduce_problem& r, device d) {
   check_cuda(e, "reduction kernel launch");
 }
 
+void run_dropout(const dispatch::dropout_problem& p, device d) {
+  device_guard g(d.index);
+  check_cuda(launch_dropout(p, state(d.index).sm_count, nullptr), "dropout kernel launch");
+}
+
 cublasHandle_t blas_handle(int index) {
   device_state& s = state(index);
   static std::mutex mu;
@@ -330,8 +335,10 @@ struct registrar {
       dispatch::register_kernel<op::fused>(device_type::cuda, t, &run_fused);
     for (dtype t : {dtype::f32, dtype::f64, dtype::i32, dtype::i64})
       dispatch::register_kernel<op::sum>(device_type::cuda, t, &run_reduce);
-    for (dtype t : {dtype::f32, dtype::f64})
+    for (dtype t : {dtype::f32, dtype::f64}) {
       dispatch::register_kernel<op::matmul>(device_type::cuda, t, &run_gemm);
+      dispatch::register_kernel<op::dropout>(device_type::cuda, t, &run_dropout);
+    }
   }
 };
 

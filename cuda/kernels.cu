@@ -133,7 +133,24 @@ cudaError_t reduce_typed(const reduce_problem& r, void* scratch, int sm_count, c
   return cudaGetLastError();
 }
 
+template <class T>
+__global__ void __launch_bounds__(block_threads) dropout_kernel(const __grid_constant__ dispatch::dropout_problem p) {
+  const std::int64_t blocks = (p.n + 3) / 4;
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       b < blocks; b += step)
+    dispatch::dropout_block<T>(p, b);
+}
+
 }  // namespace
+
+cudaError_t launch_dropout(const dispatch::dropout_problem& p, int sm_count, cudaStream_t s) {
+  if (p.n == 0) return cudaSuccess;
+  const auto grid = static_cast<unsigned>(grid_for((p.n + 3) / 4, sm_count));
+  if (p.dtype == dispatch::code::f64) dropout_kernel<double><<<grid, block_threads, 0, s>>>(p);
+  else dropout_kernel<float><<<grid, block_threads, 0, s>>>(p);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_fused(const elementwise_program& p, int sm_count, cudaStream_t s) {
   if (p.numel == 0) return cudaSuccess;

@@ -22,4 +22,7 @@ std::size_t reduce_scratch_bytes(const dispatch::reduce_problem& r, int sm_count
 cudaError_t launch_reduce(const dispatch::reduce_problem& r, void* scratch, int sm_count,
                           cudaStream_t s);
 
+/// Dropout (Note [Device dropout]): one thread per Philox block of four elements.
+cudaError_t launch_dropout(const dispatch::dropout_problem& p, int sm_count, cudaStream_t s);
+
 }  // namespace ember::cuda_backend

@@ -425,3 +425,143 @@ TEST_CASE("an emulated device: losses and every optimizer's step match the CPU",
   CHECK(run([](V ps) { return em::optim::rmsprop(ps, {.lr = 0.01, .momentum = 0.5, .centered = true}); }));
   CHECK(run([](V ps) { return em::optim::adagrad(ps, {.lr = 0.1, .lr_decay = 0.01}); }));
 }
+
+TEST_CASE("an emulated device: conv2d, max_pool2d, batch_norm, dropout match the CPU",
+          "[dispatch]") {
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  // conv2d forward and all three gradients: strides, padding, dilation, groups
+  struct conv_case { em::shape x, w; F::conv2d_options<double> o; };
+  const std::vector<conv_case> cases = {
+      {{2, 3, 7, 6}, {4, 3, 3, 3}, {.stride = 1, .padding = 1}},
+      {{1, 4, 9, 8}, {6, 2, 3, 2}, {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 2}, .groups = 2}},
+      {{3, 2, 5, 5}, {2, 2, 1, 1}, {}},
+  };
+  for (const auto& cs : cases) {
+    INFO("conv x " << cs.x << " w " << cs.w);
+    auto x = random_tensor<double>(cs.x, 80).requires_grad_();
+    auto w = random_tensor<double>(cs.w, 81).requires_grad_();
+    auto b = random_tensor<double>({cs.w[0]}, 82).requires_grad_();
+    auto o = cs.o;
+    o.bias = b;
+    const auto y = F::conv2d(x, w, o);
+    auto og = cs.o;
+    auto xg = x.detach().to(gpu).requires_grad_(), wg = w.detach().to(gpu).requires_grad_(),
+         bg = b.detach().to(gpu).requires_grad_();
+    og.bias = bg;
+    const auto yg = F::conv2d(xg, wg, og);
+    CHECK(close(yg.detach().to(em::cpu), y.detach(), 1e-12));
+    const auto gy = random_tensor<double>(y.shape(), 83);
+    em::sum(y * gy).backward();
+    em::sum(yg * gy.to(gpu)).backward();
+    CHECK(close(xg.grad().to(em::cpu), x.grad(), 1e-12));
+    CHECK(close(wg.grad().to(em::cpu), w.grad(), 1e-12));
+    CHECK(close(bg.grad().to(em::cpu), b.grad(), 1e-12));
+  }
+  // max_pool2d: values, PyTorch's indices, gradients (ties and overlapping windows included)
+  for (const F::max_pool2d_options& o :
+       {F::max_pool2d_options{.kernel = 2}, F::max_pool2d_options{.kernel = 3, .stride = 2, .padding = 1},
+        F::max_pool2d_options{.kernel = 3, .stride = 2, .ceil_mode = true},
+        F::max_pool2d_options{.kernel = 2, .stride = 1, .dilation = 2}}) {
+    auto x = random_tensor<float>({2, 3, 7, 7}, 84).requires_grad_();
+    {  // a tie inside a window
+      em::no_grad_guard ng;
+      x.slice(3, 1, 2).copy_(x.slice(3, 0, 1));
+    }
+    auto xg = x.detach().to(gpu).requires_grad_();
+    const auto [v, i] = F::max_pool2d_with_indices(x, o);
+    const auto [vg, ig] = F::max_pool2d_with_indices(xg, o);
+    CHECK(close(vg.to(em::cpu), v, 0));
+    CHECK(same(ig.to(em::cpu), i));
+    const auto y = F::max_pool2d(x, o), yg = F::max_pool2d(xg, o);
+    const auto gy = random_tensor<float>(y.shape(), 85);
+    em::sum(y * gy).backward();
+    em::sum(yg * gy.to(gpu)).backward();
+    CHECK(close(xg.grad().to(em::cpu), x.grad(), 1e-6));
+  }
+  // batch_norm: training (batch statistics, running stats) and eval, with gradients
+  {
+    auto x = random_tensor<double>({4, 3, 5, 2}, 86).requires_grad_();
+    auto w = random_tensor<double>({3}, 87).requires_grad_(), b = random_tensor<double>({3}, 88).requires_grad_();
+    auto rm = random_tensor<double>({3}, 89), rv = random_tensor<double>({3}, 90, 0.5, 2);
+    auto xg = x.detach().to(gpu).requires_grad_(), wg = w.detach().to(gpu).requires_grad_(),
+         bgr = b.detach().to(gpu).requires_grad_();
+    auto rmg = rm.to(gpu), rvg = rv.to(gpu);
+    for (bool training : {true, false}) {
+      const auto y = F::batch_norm(x, rm, rv, {.weight = w, .bias = b, .training = training});
+      const auto yg = F::batch_norm(xg, rmg, rvg, {.weight = wg, .bias = bgr, .training = training});
+      CHECK(close(yg.detach().to(em::cpu), y.detach(), 1e-12));
+      CHECK(close(rmg.to(em::cpu), rm, 1e-12));
+      CHECK(close(rvg.to(em::cpu), rv, 1e-12));
+      const auto gy = random_tensor<double>(y.shape(), 91);
+      em::sum(y * gy).backward();
+      em::sum(yg * gy.to(gpu)).backward();
+      CHECK(close(xg.grad().to(em::cpu), x.grad(), 1e-10));
+      CHECK(close(wg.grad().to(em::cpu), w.grad(), 1e-10));
+      CHECK(close(bgr.grad().to(em::cpu), b.grad(), 1e-10));
+    }
+  }
+  // dropout: the same seed drops the same elements as on the CPU
+  {
+    const auto x = random_tensor<float>({1001}, 92);
+    em::manual_seed(5);
+    const auto y = F::dropout(x, 0.3);
+    em::manual_seed(5);
+    const auto yg = F::dropout(x.to(gpu), 0.3);
+    CHECK(yg.device() == gpu);
+    CHECK(close(yg.to(em::cpu), y, 0));
+    // and the generator advanced by the same amount
+    const auto after_gpu = em::rand<float>({4});
+    em::manual_seed(5);
+    (void)F::dropout(x, 0.3);
+    CHECK(close(after_gpu, em::rand<float>({4}), 0));
+  }
+}
+
+TEST_CASE("an emulated device: the flagship CNN trains as on the CPU", "[dispatch]") {
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  namespace nn = em::nn;
+  struct cnn : nn::module<cnn> {
+    BOOST_HANA_DEFINE_STRUCT(cnn, (nn::conv2d, conv1), (nn::batch_norm2d, bn1), (nn::conv2d, conv2),
+                             (nn::batch_norm2d, bn2), (nn::dropout, drop), (nn::linear, fc));
+    cnn()
+        : conv1({.in = 1, .out = 4, .kernel = 3, .padding = 1}), bn1(4),
+          conv2({.in = 4, .out = 6, .kernel = 3, .padding = 1}), bn2(6), drop(0.25), fc(24, 10) {}
+    em::tensor<float> forward(const em::tensor<float>& x) {
+      auto h = F::max_pool2d(em::relu(bn1(conv1(x.view({-1, 1, 8, 8})))), {.kernel = 2});
+      h = F::max_pool2d(em::relu(bn2(conv2(h))), {.kernel = 2});
+      return fc(drop(h.flatten(1)));
+    }
+  };
+  em::manual_seed(11);
+  cnn a;
+  em::manual_seed(11);
+  cnn b;
+  b.to(gpu);
+  em::optim::sgd oa(a.parameters(), {.lr = 0.05, .momentum = 0.9});
+  em::optim::sgd ob(b.parameters(), {.lr = 0.05, .momentum = 0.9});
+  const auto x = random_tensor<float>({16, 64}, 93, 0, 1);
+  const auto t = em::from_vector<std::int64_t>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5}, {16});
+  const auto xg = x.to(gpu);
+  const auto tg = t.to(gpu);
+  for (int step = 0; step < 3; ++step) {
+    em::manual_seed(100 + step);  // the same dropout masks
+    oa.zero_grad();
+    auto la = F::cross_entropy(a(x), t);
+    la.backward();
+    oa.step();
+    em::manual_seed(100 + step);
+    ob.zero_grad();
+    auto lb = F::cross_entropy(b(xg), tg);
+    lb.backward();
+    ob.step();
+    CHECK(lb.item() == Approx(la.item()).epsilon(1e-4));
+  }
+  const auto sa = a.state_dict(), sb = b.state_dict();
+  a.eval();
+  b.eval();
+  CHECK(close(b(xg).detach().to(em::cpu), a(x).detach(), 1e-4));
+}

@@ -69,6 +69,11 @@ inline void gemm(const dp::gemm_problem& g, em::device) {
   else gemm_typed<double>(g);
 }
 
+inline void dropout(const dp::dropout_problem& p, em::device) {
+  if (p.dtype == dp::code::f64) dp::dropout_on_host<double>(p);
+  else dp::dropout_on_host<float>(p);
+}
+
 inline const em::dtype all_types[] = {em::dtype::f32, em::dtype::f64, em::dtype::i32,
                                       em::dtype::i64, em::dtype::u8,  em::dtype::boolean,
                                       em::dtype::i8,  em::dtype::i16};
@@ -86,8 +91,10 @@ struct emulated_device {
       ember::dispatch::register_kernel<ember::op::fused>(ember::device_type::cuda, t, &ed::fused);
       ember::dispatch::register_kernel<ember::op::sum>(ember::device_type::cuda, t, &ed::reduce);
     }
-    for (ember::dtype t : {ember::dtype::f32, ember::dtype::f64})
+    for (ember::dtype t : {ember::dtype::f32, ember::dtype::f64}) {
       ember::dispatch::register_kernel<ember::op::matmul>(ember::device_type::cuda, t, &ed::gemm);
+      ember::dispatch::register_kernel<ember::op::dropout>(ember::device_type::cuda, t, &ed::dropout);
+    }
   }
   ~emulated_device() {
     ember::detail::cuda_allocators().get = nullptr;
@@ -97,6 +104,7 @@ struct emulated_device {
       ember::dispatch::register_kernel<ember::op::fused>(ember::device_type::cuda, t, nullptr);
       ember::dispatch::register_kernel<ember::op::sum>(ember::device_type::cuda, t, nullptr);
       ember::dispatch::register_kernel<ember::op::matmul>(ember::device_type::cuda, t, nullptr);
+      ember::dispatch::register_kernel<ember::op::dropout>(ember::device_type::cuda, t, nullptr);
     }
   }
   emulated_device(const emulated_device&) = delete;

@@ -104,6 +104,18 @@ struct gemm_problem {
   std::int64_t c_rs = 0, stride_c = 0;
 };
 
+/// Dropout of a contiguous tensor (Note [Device dropout]): element i is kept when word i % 4
+/// of Philox4x32-10 block start + i / 4 under key seed is below threshold, and then scaled.
+struct dropout_problem {
+  const void* in = nullptr;
+  void* out = nullptr;
+  bool* keep = nullptr;
+  std::int64_t n = 0;
+  std::uint64_t seed = 0, start = 0, threshold = 0;
+  double scale = 1;
+  std::uint8_t dtype = code::f32;
+};
+
 // op values used by the interpreter (ember::op; checked against the enum in lower.hpp)
 namespace opc {
 enum : std::uint16_t {
@@ -458,6 +470,55 @@ void reduce_on_host(const reduce_problem& r) {
     reduce_bases(r, o, base, out_off);
     reduce_store<T>(r, out_off, reduce_range<T>(r, base, 0, r.count, 1));
   }
+}
+
+// ---- dropout ---------------------------------------------------------------------------------
+
+/// Philox4x32-10 (Salmon et al. 2011) of the 64-bit counter under the 64-bit key: the same
+/// words as ember::generator::philox (core/random.hpp), so a GPU draws the CPU's masks.
+EMBER_HD void philox4x32_10(std::uint64_t key, std::uint64_t counter, std::uint32_t out[4]) {
+  std::uint32_t c0 = static_cast<std::uint32_t>(counter), c1 = static_cast<std::uint32_t>(counter >> 32),
+                c2 = 0, c3 = 0;
+  std::uint32_t k0 = static_cast<std::uint32_t>(key), k1 = static_cast<std::uint32_t>(key >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const std::uint64_t p0 = std::uint64_t{0xD2511F53u} * c0;
+    const std::uint64_t p1 = std::uint64_t{0xCD9E8D57u} * c2;
+    const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const std::uint32_t n2 = static_cast<std::uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<std::uint32_t>(p1);
+    c3 = static_cast<std::uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+/// The four elements of counter block b.
+template <class T>
+EMBER_HD void dropout_block(const dropout_problem& p, std::int64_t b) {
+  std::uint32_t w[4];
+  philox4x32_10(p.seed, p.start + static_cast<std::uint64_t>(b), w);
+  const T* in = static_cast<const T*>(p.in);
+  T* out = static_cast<T*>(p.out);
+  const T scale = static_cast<T>(p.scale);
+  for (int j = 0; j < 4; ++j) {
+    const std::int64_t i = 4 * b + j;
+    if (i >= p.n) break;
+    const bool k = w[j] < p.threshold;
+    p.keep[i] = k;
+    out[i] = in[i] * (k ? scale : T(0));
+  }
+}
+
+/// Runs a dropout on the host (tests).
+template <class T>
+void dropout_on_host(const dropout_problem& p) {
+  for (std::int64_t b = 0; b < (p.n + 3) / 4; ++b) dropout_block<T>(p, b);
 }
 
 /// Runs a whole program on the host (tests; the CPU path itself is the SIMD evaluator).

@@ -69,6 +69,13 @@ struct kernel_sig<op::matmul> {
   using type = void(const gemm_problem&, device);
 };
 
+/// op::dropout: dropout of a contiguous tensor (dispatch/program.hpp's dropout_problem),
+/// registered under f32 and f64.
+template <>
+struct kernel_sig<op::dropout> {
+  using type = void(const dropout_problem&, device);
+};
+
 /// Registers `fn` for (O, device type, dtype); a later registration replaces an earlier one.
 template <op O>
 void register_kernel(device_type d, dtype t, typename kernel_sig<O>::type* fn) {

@@ -32,6 +32,8 @@ enum class op : std::uint16_t {
   expand = 113, slice = 114, select = 115, cat = 116, embedding = 117,
   scaled_dot_product_attention = 118, fused = 119, custom = 120, contiguous = 121, stack = 122,
   detach = 123,
+  // device kernels (dispatch/registry.hpp)
+  dropout = 124,
 };
 
 /// The op's name as it appears in graphs and messages.
@@ -121,6 +123,7 @@ constexpr std::string_view name(op o) noexcept {
     case op::contiguous: return "contiguous";
     case op::stack: return "stack";
     case op::detach: return "detach";
+    case op::dropout: return "dropout";
   }
   return "unknown";
 }
@@ -135,7 +138,7 @@ inline constexpr op all_ops[] = {
     op::logical_or, op::where, op::clamp, op::leaky_relu, op::elu, op::cast, op::sum, op::mean,
     op::prod, op::amax, op::amin, op::argmax, op::argmin, op::var, op::std, op::norm,
     op::logsumexp, op::softmax, op::log_softmax, op::matmul, op::linear, op::conv2d, op::batch_norm, op::layer_norm, op::group_norm, op::max_pool2d, op::avg_pool2d, op::adaptive_avg_pool2d, op::reshape, op::permute, op::expand, op::slice, op::select, op::cat, op::embedding, op::scaled_dot_product_attention, op::fused, op::custom, op::contiguous, op::stack,
-    op::detach,
+    op::detach, op::dropout,
 };
 
 /// True for the elementwise ops (unary, binary, ternary, parameterized, cast; not leaves).

@@ -8,6 +8,8 @@
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/eval/reduce.hpp>
+#include <ember/ops/matmul.hpp>
 #include <ember/ops/gemm.hpp>
 #include <ember/tensor.hpp>
 
@@ -367,7 +369,8 @@ size2 check_conv(const conv_args& a, const tensor<T>& x, const tensor<T>& w, con
   check(w.device() == x.device() && (!bias.defined() || bias.device() == x.device()), errc::device,
         op, ": input on ", x.device(), ", weight on ", w.device(), bias.defined() ? ", bias on " : "",
         bias.defined() ? bias.device() : x.device(), "; move them to one device");
-  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
+  check(x.device().is_cpu() || !a.transposed, errc::not_implemented, op, ": not available on ",
+        x.device(), " (Note [Device convolution])");
   check(a.groups > 0, errc::value, op, ": groups must be positive, got ", a.groups);
   const size2 s = a.stride, p = a.padding, d = a.dilation, q = a.output_padding;
   check(s.h > 0 && s.w > 0, errc::value, op, ": stride must be positive, got ", spatial_str(s, sd));
@@ -420,6 +423,7 @@ tensor<T> as_nchw(const tensor<T>& t, int sd, bool unbatched) {
 /// Sum of a contiguous (n, c, h, w) tensor over n, h and w: a bias gradient of shape (c).
 template <class T>
 tensor<T> channel_sum(const tensor<T>& g4) {
+  if (!g4.device().is_cpu()) return ember::sum(g4, shape{0, 2, 3});
   const std::int64_t batch = g4.size(0), c = g4.size(1), p = g4.size(2) * g4.size(3);
   tensor<T> s = make_tensor<T>({c});
   const T* gp = g4.data();
@@ -430,6 +434,101 @@ tensor<T> channel_sum(const tensor<T>& g4) {
     s.data()[o] = acc;
   }
   return s;
+}
+
+// ---- convolution on a device ------------------------------------------------------------------
+// Note [Device convolution]: on a device, conv2d is built from the device's kernels (no kernel
+// of its own): the input, zero-padded, is viewed as its windows (N, C, kh, kw, oh, ow) by
+// strides alone (im2col as a view), made contiguous by the fused copy kernel, and multiplied
+// by the weight with one strided batched GEMM per group. The backward: dw = dy . columns^T
+// (summed over the batch), d columns = w^T . dy, and dx gathers the columns back (col2im) as
+// kh * kw strided in-place additions: for one kernel offset the windows' elements are
+// distinct, so each addition is an ordinary elementwise update. conv_transpose on a device is
+// not implemented.
+
+/// The windows of x (N, C, H, W; padded by p) as a contiguous (N, C, kh, kw, oh, ow) tensor.
+template <class T>
+tensor<T> device_conv_columns(const tensor<T>& x, size2 k, size2 s, size2 p, size2 d, size2 out) {
+  const std::int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  tensor<T> xp;
+  if (p.h || p.w) {
+    xp = make_tensor<T>({n, c, h + 2 * p.h, w + 2 * p.w}, x.device());
+    xp.zero_();
+    xp.slice(2, p.h, p.h + h).slice(3, p.w, p.w + w).copy_(x);
+  } else {
+    xp = x.contiguous();
+  }
+  const shape& st = xp.strides();
+  // every window element lies inside xp: (k - 1) d + (out - 1) s < padded extent
+  return xp.make_view({n, c, k.h, k.w, out.h, out.w},
+                      {st[0], st[1], st[2] * d.h, st[3] * d.w, st[2] * s.h, st[3] * s.w},
+                      xp.storage_offset())
+      .contiguous();
+}
+
+/// conv2d of a 4-D input on a device (no recording).
+template <class T>
+tensor<T> device_conv2d(const tensor<T>& x, const tensor<T>& w, const tensor<T>& bias, size2 s,
+                        size2 p, size2 d, std::int64_t groups) {
+  const std::int64_t n = x.size(0), c = x.size(1), o = w.size(0);
+  const size2 k{w.size(2), w.size(3)};
+  const size2 out{(x.size(2) + 2 * p.h - d.h * (k.h - 1) - 1) / s.h + 1,
+                  (x.size(3) + 2 * p.w - d.w * (k.w - 1) - 1) / s.w + 1};
+  const std::int64_t kk = c / groups * k.h * k.w, l = out.h * out.w, og = o / groups;
+  const tensor<T> cols = device_conv_columns(x, k, s, p, d, out).view({n, groups, kk, l});
+  const tensor<T> w3 = w.contiguous().view({groups, og, kk});
+  tensor<T> y = make_tensor<T>({n, groups, og, l}, x.device());
+  for (std::int64_t g = 0; g < groups; ++g)  // (og, kk) . (n, kk, l): one strided batched GEMM
+    matmul_into(w3.select(0, g).unsqueeze(0).expand({n, og, kk}), cols.select(1, g),
+                y.select(1, g), T(1), T(0));
+  y = y.view({n, o, out.h, out.w});
+  if (bias.defined()) y += bias.view({1, o, 1, 1});
+  return y;
+}
+
+/// The gradients of device_conv2d for dy (N, O, oh, ow): dx (reads w) and dw (reads x), as
+/// asked; x_shape and w_shape are the 4-D shapes of input and weight.
+template <class T>
+std::pair<tensor<T>, tensor<T>> device_conv2d_backward(const tensor<T>& x, const tensor<T>& w,
+                                                       const tensor<T>& dy, const shape& x_shape,
+                                                       const shape& w_shape, size2 s, size2 p,
+                                                       size2 d, std::int64_t groups, bool need_x,
+                                                       bool need_w) {
+  const std::int64_t n = x_shape[0], c = x_shape[1], h = x_shape[2], wd = x_shape[3];
+  const std::int64_t o = w_shape[0];
+  const size2 k{w_shape[2], w_shape[3]};
+  const size2 out{dy.size(2), dy.size(3)};
+  const std::int64_t l = out.h * out.w, og = o / groups;
+  const tensor<T> g3 = dy.contiguous().view({n, groups, og, l});
+  tensor<T> gx, gw;
+  if (need_w) {
+    const std::int64_t kk = c / groups * k.h * k.w;
+    const tensor<T> cols = device_conv_columns(x, k, s, p, d, out).view({n, groups, kk, l});
+    gw = make_tensor<T>({groups, og, kk}, dy.device());
+    for (std::int64_t g = 0; g < groups; ++g) {
+      tensor<T> per = make_tensor<T>({n, og, kk}, dy.device());
+      matmul_into(g3.select(1, g), cols.select(1, g).transpose(1, 2), per, T(1), T(0));
+      gw.select(0, g).copy_(ember::sum(per, 0));
+    }
+    gw = gw.view(w_shape);
+  }
+  if (need_x) {
+    const std::int64_t cg = c / groups, kk = cg * k.h * k.w;
+    const tensor<T> w3 = w.contiguous().view({groups, og, kk});
+    tensor<T> gcols = make_tensor<T>({n, groups, kk, l}, dy.device());
+    for (std::int64_t g = 0; g < groups; ++g)  // (kk, og) . (n, og, l)
+      matmul_into(w3.select(0, g).transpose(0, 1).unsqueeze(0).expand({n, kk, og}),
+                  g3.select(1, g), gcols.select(1, g), T(1), T(0));
+    const tensor<T> gc6 = gcols.view({n, c, k.h, k.w, out.h, out.w});
+    tensor<T> gxp = make_tensor<T>({n, c, h + 2 * p.h, wd + 2 * p.w}, dy.device());
+    gxp.zero_();
+    for (std::int64_t i = 0; i < k.h; ++i)
+      for (std::int64_t j = 0; j < k.w; ++j)
+        gxp.slice(2, i * d.h, i * d.h + (out.h - 1) * s.h + 1, s.h)
+            .slice(3, j * d.w, j * d.w + (out.w - 1) * s.w + 1, s.w) += gc6.select(2, i).select(2, j);
+    gx = gxp.slice(2, p.h, p.h + h).slice(3, p.w, p.w + wd).contiguous();
+  }
+  return {gx, gw};
 }
 
 /// Note [Conv backward]: one node for the whole op (the rank-adapting views are not recorded).
@@ -461,7 +560,13 @@ tensor<T> conv_backward_node(const conv_args& a, const tensor<T>& x, const tenso
           const size2 in = a.sd == 1 ? size2{1, xs[xs.size() - 1]}
                                      : size2{xs[xs.size() - 2], xs[xs.size() - 1]};
           tensor<T> gx4;
-          if (a.transposed) {
+          if (!g4.device().is_cpu()) {  // Note [Device convolution]
+            gx4 = device_conv2d_backward(tensor<T>(), w4, g4,
+                                         {g4.size(0), w4.size(1) * a.groups, in.h, in.w},
+                                         w4.shape(), a.stride, a.padding, a.dilation, a.groups,
+                                         true, false)
+                      .first;
+          } else if (a.transposed) {
             gx4 = conv2d_nchw(g4, w4, tensor<T>(), a.stride, a.padding, a.dilation, a.groups);
             if (gx4.size(2) != in.h || gx4.size(3) != in.w)
               gx4 = gx4.slice(2, 0, in.h).slice(3, 0, in.w).contiguous();
@@ -473,6 +578,11 @@ tensor<T> conv_backward_node(const conv_args& a, const tensor<T>& x, const tenso
         }
         if (need_w) {
           const tensor<T> x4 = as_nchw(sx.unpack(name), a.sd, unbatched);
+          if (!g4.device().is_cpu()) {  // Note [Device convolution]
+            gw = device_conv2d_backward(x4, tensor<T>(), g4, x4.shape(), ws4, a.stride,
+                                        a.padding, a.dilation, a.groups, false, true)
+                     .second.view(ws);
+          } else
           gw = (a.transposed ? conv2d_weight_grad(g4, x4, ws4, a.stride, a.padding, a.dilation, a.groups)
                              : conv2d_weight_grad(x4, g4, ws4, a.stride, a.padding, a.dilation, a.groups))
                    .view(ws);
@@ -517,8 +627,11 @@ tensor<T> conv_untraced(const conv_args& a, const tensor<T>& x, const tensor<T>&
     no_grad_guard ng;
     const tensor<T> x4 = as_nchw(x, a.sd, unbatched);
     const tensor<T> w4 = a.sd == 1 ? w.unsqueeze(2) : w;
-    y = a.transposed ? conv_transpose2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups, out)
-                     : conv2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups);
+    if (!x4.device().is_cpu())  // Note [Device convolution]
+      y = device_conv2d(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups);
+    else
+      y = a.transposed ? conv_transpose2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups, out)
+                       : conv2d_nchw(x4, w4, bias, a.stride, a.padding, a.dilation, a.groups);
     if (a.sd == 1) y = y.squeeze(2);
     if (unbatched) y = y.squeeze(0);
   }

@@ -129,11 +129,28 @@ dropout_result<value_type_t<E>> dropout_with_mask(const E& input, double p, bool
   check(p >= 0 && p <= 1, errc::value, "dropout: probability has to be between 0 and 1, got p = ",
         p);
   const tensor<T> x0 = materialize(input);
-  check(x0.device().is_cpu(), errc::not_implemented, "dropout: not available for tensors on ",
-        x0.device(), " without a device backend");
   if (p == 0 || !training || x0.numel() == 0) return {x0, tensor<bool>{}};
   const tensor<T> x = x0.contiguous();
   const std::int64_t n = x.numel();
+  if (!x.device().is_cpu()) {
+    // Note [Device dropout]: the same counter blocks of the same generator as on the CPU, drawn
+    // by the device (dispatch/program.hpp's philox4x32_10): a seeded run drops the same
+    // elements on a GPU as on the CPU.
+    const device dev = x.device();
+    dropout_result<T> r{make_tensor<T>(x.shape(), dev), make_tensor<bool>(x.shape(), dev)};
+    dispatch::dropout_problem q;
+    q.in = x.data();
+    q.out = r.output.data();
+    q.keep = r.mask.data();
+    q.n = n;
+    q.seed = gen.initial_seed();
+    q.start = gen.reserve(static_cast<std::uint64_t>((n + 3) / 4));
+    q.threshold = dropout_threshold(p);
+    q.scale = static_cast<double>(p == 1 ? T(0) : static_cast<T>(1 / (1 - p)));
+    q.dtype = static_cast<std::uint8_t>(dtype_of<T>);
+    dispatch::kernel<op::dropout>(dev, dtype_of<T>, "dropout")(q, dev);
+    return r;
+  }
   dropout_result<T> r{make_tensor<T>(x.shape()), make_tensor<bool>(x.shape())};
   const std::uint64_t threshold = dropout_threshold(p);
   const T scale = p == 1 ? T(0) : static_cast<T>(1 / (1 - p));

@@ -271,15 +271,16 @@ tensor<T> as_vector(const tensor<T>& t) {
   return t.reshape({t.numel()}).contiguous();
 }
 
-/// The input of a normalization: a contiguous float/double CPU tensor.
+/// The input of a normalization: a contiguous float/double tensor, on the CPU unless the
+/// op has a device path (batch_norm: Note [Device batch norm]).
 template <class E>
-tensor<value_type_t<E>> norm_input(const E& e, const char* op) {
+tensor<value_type_t<E>> norm_input(const E& e, const char* op, bool device_ok = false) {
   using T = value_type_t<E>;
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "ember: normalization layers need a float or double input");
   tensor<T> x = materialize(e);
-  check(x.device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
-        x.device(), " without a device backend");
+  check(device_ok || x.device().is_cpu(), errc::not_implemented, op,
+        ": not available for tensors on ", x.device(), " without a device backend");
   return x.contiguous();
 }
 
@@ -313,7 +314,7 @@ batch_norm_result<value_type_t<E>> batch_norm_forward(
     const nn::functional::batch_norm_options<value_type_t<E>>& o) {
   using T = value_type_t<E>;
   constexpr const char* op = "batch_norm";
-  const tensor<T> x = norm_input(input, op);
+  const tensor<T> x = norm_input(input, op, true);
   check(x.dim() >= 2, errc::shape, op, ": expected an input of shape (N, C) or (N, C, *), got ",
         "shape ", x.shape());
   const std::int64_t N = x.size(0), C = x.size(1), S = N * C != 0 ? x.numel() / (N * C) : 0;
@@ -322,6 +323,44 @@ batch_norm_result<value_type_t<E>> batch_norm_forward(
   check_channel_param(running_mean, C, x, op, "running_mean");
   check_channel_param(running_var, C, x, op, "running_var");
   check(std::isfinite(o.eps) && o.eps >= 0, errc::value, op, ": eps must be >= 0, got ", o.eps);
+  if (!x.device().is_cpu()) {
+    // Note [Device batch norm]: on a device the statistics come from the device's reductions
+    // (mean and biased variance over N and the spatial dims, accumulated in double) and the
+    // output and running-stat updates are fused elementwise passes, in T (the CPU's centering
+    // of Note [Norm centering] is not done). The backward is batch_norm_record's, unchanged.
+    no_grad_guard ng;
+    const tensor<T> x3 = x.view({N, C, S});
+    const shape dims{0, 2}, pc{1, C, 1};
+    tensor<T> mean_t, var_t;
+    if (o.training) {
+      check(N * S != 1, errc::value, op, ": expected more than 1 value per channel when ",
+            "training, got input of shape ", x.shape());
+      mean_t = ember::mean(x3, dims);
+      var_t = ember::var(x3, dims, false);
+      const double count = static_cast<double>(N * S);
+      const T m = static_cast<T>(o.momentum);
+      if (count > 0 && running_mean.defined())
+        tensor<T>(running_mean)
+            .copy_(running_mean * (T(1) - m) + mean_t.reshape(running_mean.shape()) * m);
+      if (count > 0 && running_var.defined())
+        tensor<T>(running_var)
+            .copy_(running_var * (T(1) - m) +
+                   var_t.reshape(running_var.shape()) * static_cast<T>(count / (count - 1)) * m);
+    } else {
+      check(running_mean.defined() && running_var.defined(), errc::value, op, ": running_mean ",
+            "and running_var must be defined in evaluation mode (training = false)");
+      mean_t = running_mean.reshape({C}).contiguous();
+      var_t = running_var.reshape({C}).contiguous();
+    }
+    batch_norm_result<T> r;
+    r.mean = mean_t;
+    r.invstd = ember::rsqrt(var_t + static_cast<T>(o.eps));
+    tensor<T> y = (x3 - r.mean.view(pc)) * r.invstd.view(pc);
+    if (o.weight.defined()) y = y * o.weight.reshape(pc);
+    if (o.bias.defined()) y = y + o.bias.reshape(pc);
+    r.output = y.view(x.shape());
+    return r;
+  }
   std::vector<double> mean(static_cast<std::size_t>(C)), var(mean.size());
   if (o.training) {
     check(N * S != 1, errc::value, op, ": expected more than 1 value per channel when ",

@@ -9,7 +9,9 @@
 #include <ember/core/error.hpp>
 #include <ember/core/parallel.hpp>
 #include <ember/eval/assign.hpp>
+#include <ember/eval/reduce.hpp>
 #include <ember/ops/conv.hpp>
+#include <ember/ops/factory.hpp>
 #include <ember/simd/batch.hpp>
 #include <ember/tensor.hpp>
 
@@ -72,7 +74,7 @@ constexpr std::int64_t pool_output_size(std::int64_t in, std::int64_t k, std::in
 /// Checks a pooling input (3-D or 4-D, non-empty channel and spatial dims, on the CPU) and
 /// returns it as 4-D (an unbatched input gets a batch of 1).
 template <class T>
-tensor<T> pool_input(const char* op, const tensor<T>& x) {
+tensor<T> pool_input(const char* op, const tensor<T>& x, bool device_ok = false) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "ember pooling: needs a float or double tensor");
   check(x.defined(), errc::value, op, ": input is an undefined tensor");
@@ -80,7 +82,8 @@ tensor<T> pool_input(const char* op, const tensor<T>& x) {
         ": expects a 3-D (C,H,W) or 4-D (N,C,H,W) input, got shape ", x.shape());
   check(x.size(-1) > 0 && x.size(-2) > 0 && x.size(-3) > 0, errc::shape, op,
         ": expects non-empty channel and spatial dimensions, got input shape ", x.shape());
-  check(x.device().is_cpu(), errc::not_implemented, op, ": not available on ", x.device());
+  check(device_ok || x.device().is_cpu(), errc::not_implemented, op, ": not available on ",
+        x.device());
   return x.dim() == 3 ? x.unsqueeze(0) : x;
 }
 
@@ -479,11 +482,96 @@ tensor<T> record_max_pool(const char* op, const tensor<T>& x, tensor<T> out,
   });
 }
 
+// Note [Device max pooling]: on a device, the input padded with -inf is viewed as its windows
+// (N, C, oh, ow, kh * kw) by strides alone, made contiguous by the fused copy kernel, and
+// reduced with amax (the values: NaN propagates) and argmax (the first maximum, NaN counting
+// as the maximum: PyTorch's choice). The backward adds each output's gradient back at its
+// argmax: for one kernel offset the windows' elements are distinct, so that is kh * kw strided
+// in-place additions of where(argmax == offset, g, 0). The plane indices of
+// max_pool2d_with_indices are computed from the window argmax by integer arithmetic.
+
+/// The -inf-padded windows of x4 as a contiguous (N, C, oh, ow, kh * kw) tensor, and the
+/// padded extent (hp, wp) they were cut from.
+template <class T>
+std::pair<tensor<T>, size2> device_pool_windows(const tensor<T>& x4, const window2d& g) {
+  const std::int64_t n = x4.size(0), c = x4.size(1), h = x4.size(2), w = x4.size(3);
+  // room for every window (ceil_mode's last windows may pass the padded end)
+  const size2 ext{std::max(h + 2 * g.ph, (g.oh - 1) * g.sh + g.dh * (g.kh - 1) + 1),
+                  std::max(w + 2 * g.pw, (g.ow - 1) * g.sw + g.dw * (g.kw - 1) + 1)};
+  tensor<T> xp = make_tensor<T>({n, c, ext.h, ext.w}, x4.device());
+  xp.fill_(-std::numeric_limits<T>::infinity());
+  xp.slice(2, g.ph, g.ph + h).slice(3, g.pw, g.pw + w).copy_(x4);
+  const shape& st = xp.strides();
+  const tensor<T> win = xp.make_view({n, c, g.oh, g.ow, g.kh, g.kw},
+                                     {st[0], st[1], st[2] * g.sh, st[3] * g.sw, st[2] * g.dh,
+                                      st[3] * g.dw},
+                                     xp.storage_offset())
+                            .contiguous();
+  return {win.view({n, c, g.oh, g.ow, g.kh * g.kw}), ext};
+}
+
+/// The input gradient of a device max pooling from the window argmax `local` (N, C, oh, ow).
+template <class T>
+tensor<T> device_max_pool2d_backward(const tensor<T>& grad, const tensor<std::int64_t>& local,
+                                     const shape& x_shape, const window2d& g, size2 ext) {
+  const shape& xs = x_shape;
+  const std::int64_t h = xs[xs.size() - 2], w = xs[xs.size() - 1];
+  const std::int64_t n = local.size(0), c = local.size(1);
+  const tensor<T> g4 = grad.reshape({n, c, g.oh, g.ow});
+  tensor<T> gxp = make_tensor<T>({n, c, ext.h, ext.w}, grad.device());
+  gxp.zero_();
+  for (std::int64_t i = 0; i < g.kh; ++i)
+    for (std::int64_t j = 0; j < g.kw; ++j)
+      gxp.slice(2, i * g.dh, i * g.dh + (g.oh - 1) * g.sh + 1, g.sh)
+          .slice(3, j * g.dw, j * g.dw + (g.ow - 1) * g.sw + 1, g.sw) +=
+          where(local == std::int64_t{i * g.kw + j}, g4, T(0));
+  return gxp.slice(2, g.ph, g.ph + h).slice(3, g.pw, g.pw + w).reshape(xs);
+}
+
+/// max_pool2d on a device, recorded, with PyTorch's plane indices when asked.
+template <class T>
+std::tuple<tensor<T>, tensor<std::int64_t>> device_max_pool2d_entry(
+    const tensor<T>& x, const nn::functional::max_pool2d_options& o, bool want_indices,
+    const char* op) {
+  const tensor<T> x4 = pool_input(op, x, true);
+  const window2d g = pool_window(op, x.shape(), o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode);
+  tensor<T> out;
+  tensor<std::int64_t> local, indices;
+  size2 ext;
+  {
+    no_grad_guard ng;
+    const auto [win, e] = device_pool_windows(x4, g);
+    ext = e;
+    out = amax(win, std::int64_t{4}).reshape(pool_output_shape(x, g.oh, g.ow));
+    local = argmax(win, std::int64_t{4});
+    if (want_indices) {
+      const tensor<std::int64_t> oy = arange<std::int64_t>(std::int64_t{0}, g.oh, 1, x.device()).view({g.oh, 1});
+      const tensor<std::int64_t> ox = arange<std::int64_t>(std::int64_t{0}, g.ow, 1, x.device()).view({1, g.ow});
+      const tensor<std::int64_t> ky = local / g.kw;
+      indices = tensor<std::int64_t>((oy * g.sh - g.ph + ky * g.dh) * x4.size(3) +
+                                     (ox * g.sw - g.pw + (local - ky * g.kw) * g.dw))
+                    .reshape(out.shape());
+    }
+  }
+  if (autograd::detail::any_requires_grad(x)) {
+    const shape xs = x.shape();
+    std::string name = std::string(op) + "_backward";
+    out = autograd::detail::record<T>(name, std::move(out), {x},
+                                      [local, xs, g, ext](const tensor<T>& gr) {
+                                        no_grad_guard ng;
+                                        return std::vector<tensor<T>>{
+                                            device_max_pool2d_backward(gr, local, xs, g, ext)};
+                                      });
+  }
+  return {out, indices};
+}
+
 /// max_pool2d (with indices when asked or when x records gradients), recorded.
 template <class T>
 std::tuple<tensor<T>, tensor<std::int64_t>> max_pool2d_entry(const tensor<T>& x,
                                                              const nn::functional::max_pool2d_options& o,
                                                              bool want_indices, const char* op) {
+  if (x.defined() && !x.device().is_cpu()) return device_max_pool2d_entry(x, o, want_indices, op);
   const bool grad = autograd::detail::any_requires_grad(x);
   std::tuple<tensor<T>, tensor<std::int64_t>> r;
   {
