@@ -21,8 +21,22 @@ constexpr int block_threads = 256;
 // each read is one broadcast) instead of copying it to local memory.
 template <class C>
 __global__ void __launch_bounds__(block_threads) fused_kernel(const __grid_constant__ elementwise_program p) {
+  std::int64_t first = 0;
+  if (p.flat) {
+    // Note [Wide interpretation]: a block takes `wide * blockDim` elements at a time; thread t
+    // runs the program once for elements base + j * blockDim + t (each load coalesced)
+    constexpr int w = dispatch::wide;
+    const std::int64_t span = static_cast<std::int64_t>(blockDim.x) * w;
+    const std::int64_t whole = p.numel / span * span;
+    for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * span; base < whole;
+         base += static_cast<std::int64_t>(gridDim.x) * span) {
+      const std::int64_t t = base + threadIdx.x, stride = blockDim.x;
+      dispatch::run_program_wide<C, w>(p, [t, stride](int j) { return t + j * stride; });
+    }
+    first = whole;
+  }
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (std::int64_t i = first + static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < p.numel; i += step)
     dispatch::run_element<C>(p, i);
 }

@@ -213,6 +213,39 @@ TEST_CASE("cuda: float64 gradcheck of elementwise ops, matmul and reductions", "
   }, {x, y, b}));
 }
 
+TEST_CASE("cuda: conv2d, max_pool2d, batch_norm and dropout match the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  namespace F = em::nn::functional;
+  auto x = random_tensor<double>({2, 4, 9, 8}, 30).requires_grad_();
+  auto w = random_tensor<double>({6, 2, 3, 3}, 31).requires_grad_();
+  auto b = random_tensor<double>({6}, 32).requires_grad_();
+  auto xg = x.detach().to(gpu).requires_grad_(), wg = w.detach().to(gpu).requires_grad_(),
+       bg = b.detach().to(gpu).requires_grad_();
+  const auto y = F::conv2d(x, w, {.bias = b, .stride = {2, 1}, .padding = 1, .groups = 2});
+  const auto yg = F::conv2d(xg, wg, {.bias = bg, .stride = {2, 1}, .padding = 1, .groups = 2});
+  CHECK(close(yg.detach(), y.detach(), 1e-12));
+  const auto gy = random_tensor<double>(y.shape(), 33);
+  em::sum(y * gy).backward();
+  em::sum(yg * gy.to(gpu)).backward();
+  CHECK(close(xg.grad(), x.grad(), 1e-12));
+  CHECK(close(wg.grad(), w.grad(), 1e-12));
+  CHECK(close(bg.grad(), b.grad(), 1e-12));
+  const auto p = random_tensor<float>({2, 3, 7, 7}, 34);
+  const auto [v, i] = F::max_pool2d_with_indices(p, {.kernel = 3, .stride = 2, .padding = 1});
+  const auto [vg, ig] = F::max_pool2d_with_indices(p.to(gpu), {.kernel = 3, .stride = 2, .padding = 1});
+  CHECK(close(vg, v, 0));
+  CHECK(close(ig, i, 0));
+  auto rm = em::zeros<float>({3}), rv = em::ones<float>({3});
+  auto rmg = rm.to(gpu), rvg = rv.to(gpu);
+  CHECK(close(F::batch_norm(p.to(gpu), rmg, rvg, {.training = true}), F::batch_norm(p, rm, rv, {.training = true}), 1e-5));
+  CHECK(close(rmg, rm, 1e-6));
+  CHECK(close(rvg, rv, 1e-6));
+  em::manual_seed(9);
+  const auto d = F::dropout(p, 0.4);
+  em::manual_seed(9);
+  CHECK(close(F::dropout(p.to(gpu), 0.4), d, 0));  // the same Philox words on the GPU
+}
+
 TEST_CASE("cuda: the digits MLP trains on the GPU as on the CPU", "[cuda]") {
   EMBER_REQUIRE_GPU();
   namespace F = em::nn::functional;
@@ -245,5 +278,53 @@ TEST_CASE("cuda: the digits MLP trains on the GPU as on the CPU", "[cuda]") {
   const double cpu_acc = train(em::cpu), gpu_acc = train(gpu);
   std::printf("digits MLP, 10 epochs: test accuracy cpu %.4f, cuda %.4f\n", cpu_acc, gpu_acc);
   CHECK(gpu_acc >= 0.9);
+  CHECK(std::abs(gpu_acc - cpu_acc) <= 0.02);
+}
+
+TEST_CASE("cuda: the flagship CNN trains on the GPU as on the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  namespace F = em::nn::functional;
+  namespace nn = em::nn;
+  struct cnn : nn::module<cnn> {  // examples/flagship.cpp's CNN
+    BOOST_HANA_DEFINE_STRUCT(cnn, (nn::conv2d, conv1), (nn::batch_norm2d, bn1), (nn::conv2d, conv2),
+                             (nn::batch_norm2d, bn2), (nn::dropout, drop), (nn::linear, fc));
+    cnn()
+        : conv1({.in = 1, .out = 16, .kernel = 3, .padding = 1}), bn1(16),
+          conv2({.in = 16, .out = 32, .kernel = 3, .padding = 1}), bn2(32), drop(0.25), fc(128, 10) {}
+    em::tensor<float> forward(const em::tensor<float>& x) {
+      auto h = F::max_pool2d(em::relu(bn1(conv1(x.view({-1, 1, 8, 8})))), {.kernel = 2});
+      h = F::max_pool2d(em::relu(bn2(conv2(h))), {.kernel = 2});
+      return fc(drop(h.flatten(1)));
+    }
+  };
+  const auto table = em::data::read_csv<float>(EMBER_EXAMPLES_DATA "/digits.csv.gz");
+  const std::int64_t rows = table.size(0);
+  const auto images = em::tensor<float>(table.slice(1, 0, 64) / 16.f);
+  const auto labels = table.select(1, 64).to<std::int64_t>();
+  const auto y_test = labels.slice(0, 1500, rows).contiguous();
+  auto train = [&](em::device dev) {
+    em::manual_seed(4);
+    cnn net;
+    net.to(dev);
+    em::optim::adam opt(net.parameters(), {.lr = 3e-3});
+    const auto xd = images.slice(0, 0, 1500).to(dev);
+    const auto yd = labels.slice(0, 0, 1500).to(dev);
+    for (int epoch = 0; epoch < 10; ++epoch)
+      for (std::int64_t s = 0; s < 1500; s += 64) {
+        const std::int64_t e = std::min<std::int64_t>(s + 64, 1500);
+        opt.zero_grad();
+        auto loss = F::cross_entropy(net(xd.slice(0, s, e)), yd.slice(0, s, e));
+        loss.backward();
+        opt.step();
+      }
+    net.eval();
+    const auto pred = em::argmax(net(images.slice(0, 1500, rows).to(dev)), 1).to(em::cpu);
+    std::int64_t right = 0;
+    for (std::int64_t i = 0; i < pred.numel(); ++i) right += pred.data()[i] == y_test.data()[i];
+    return static_cast<double>(right) / static_cast<double>(pred.numel());
+  };
+  const double cpu_acc = train(em::cpu), gpu_acc = train(gpu);
+  std::printf("digits CNN, 10 epochs: test accuracy cpu %.4f, cuda %.4f\n", cpu_acc, gpu_acc);
+  CHECK(gpu_acc >= 0.93);
   CHECK(std::abs(gpu_acc - cpu_acc) <= 0.02);
 }
