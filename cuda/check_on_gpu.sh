@@ -5,11 +5,13 @@
 #   2. runs cuda_tests: memory and copies, the fused kernels and reductions against the CPU,
 #      cuBLAS products, float64 gradchecks through GPU ops, every oracle forward case (PyTorch
 #      1.13's values) on the GPU, and the digits MLP trained on the GPU and on the CPU;
-#   3. runs bench/cuda and bench/cuda_torch.py (PyTorch eager on the same GPU) and prints each
+#   3. runs the flagship example with --device cuda (MLP and CNN trained on the GPU);
+#   4. runs bench/cuda and bench/cuda_torch.py (PyTorch eager on the same GPU) and prints each
 #      ratio next to its target (docs/benchmarks.md, "GPU").
 # Headers the GPU image lacks come from .gpu_deps/ (cuda/gather_gpu_deps.sh, run beforehand on
 # a Debian machine that has them). Results go to $1 (default $OUT, else /tmp/ember-gpu):
-# build.log, tests.log, bench.txt, summary.txt. Exit status: 0 when the build and tests pass.
+# build.log, tests.log, flagship.log, bench.txt, summary.txt. Exit status: 0 when the build,
+# the tests and the flagship pass.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -19,14 +21,14 @@ export PATH=/usr/local/cuda/bin:$PATH
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
 date -u +"date %Y-%m-%d %H:%M UTC" | tee -a "$out/summary.txt"
 
-args=(-Dcuda=enabled -Dtests=true -Dexamples=false -Dbenchmarks=true -Dbuildtype=release)
+args=(-Dcuda=enabled -Dtests=true -Dexamples=true -Dbenchmarks=true -Dbuildtype=release)
 if [ -d .gpu_deps/include ]; then
   args+=("-Dcpp_args=-isystem$here/.gpu_deps/include")
   export PKG_CONFIG_PATH="$here/.gpu_deps/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 fi
 rm -rf build-gpu
 start=$(date +%s)
-if ! { meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests bench/cuda; } \
+if ! { meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests bench/cuda examples/flagship; } \
     >"$out/build.log" 2>&1; then
   tail -40 "$out/build.log"
   echo "BUILD FAILED (log: $out/build.log)" | tee -a "$out/summary.txt"
@@ -39,6 +41,12 @@ status=$?
 tail -5 "$out/tests.log"
 grep -E "test accuracy|GPU\(s\) visible" "$out/tests.log" | tee -a "$out/summary.txt"
 grep -E "^(All tests passed|test cases:)" "$out/tests.log" | sed 's/^/cuda_tests: /' | tee -a "$out/summary.txt"
+
+# the flagship example, unchanged, on the GPU (its last line: ok, or FAILED)
+./build-gpu/examples/flagship --device cuda >"$out/flagship.log" 2>&1
+flagship=$?
+grep -E "^== |epoch 20|reloaded|^ok|FAILED" "$out/flagship.log" | sed 's/^/flagship --device cuda: /' | tee -a "$out/summary.txt"
+[ $flagship -eq 0 ] || status=1
 
 ./build-gpu/bench/cuda >"$out/bench.txt" 2>&1
 python3 bench/cuda_torch.py >>"$out/bench.txt" 2>&1

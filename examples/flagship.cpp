@@ -3,8 +3,13 @@
 // and time per epoch (AdamW, label smoothing 0.1, the learning rate halved every 5 epochs), save
 // the CNN's state_dict (safetensors), reload it into a fresh model and check that the
 // predictions are identical.
-//   ./build.sh example          (or: flagship [path/to/digits.csv.gz])
+//   ./build.sh example          (or: flagship [path/to/digits.csv.gz] [--device cuda])
+// With --device cuda (a build with the CUDA backend, docs/cuda.md) the same code trains both
+// models on the GPU: the models and each batch are moved there, nothing else changes.
 #include <ember/ember.hpp>
+#if EMBER_EXAMPLE_CUDA
+#include <ember/cuda.hpp>
+#endif
 
 #include <chrono>
 #include <cstdint>
@@ -16,9 +21,15 @@ namespace em = ember;
 namespace nn = ember::nn;
 namespace F = ember::nn::functional;
 
+#ifndef EMBER_EXAMPLE_CUDA
+#define EMBER_EXAMPLE_CUDA 0
+#endif
 #ifndef EMBER_EXAMPLES_DATA
 #define EMBER_EXAMPLES_DATA "examples/data"
 #endif
+
+/// Where the models train (--device cuda: the first GPU).
+em::device run_on = em::cpu;
 
 /// 64 -> 64 -> 10 with ReLU.
 struct mlp : nn::module<mlp> {
@@ -53,6 +64,7 @@ template <class Model>
 void train(const char* name, Model& model, em::data::tensor_dataset<float, std::int64_t>& train_set,
            const em::tensor<float>& x_test, const em::tensor<std::int64_t>& y_test, int epochs, double lr) {
   std::cout << "== " << name << " (" << model.parameters().size() << " parameter tensors)\n" << model << "\n";
+  model.to(run_on);
   em::optim::adamw opt(model.parameters(), {.lr = lr, .weight_decay = 1e-2});
   em::optim::step_lr sched(opt, {.step_size = 5, .gamma = 0.5});
   em::data::dataloader loader(train_set, {.batch_size = 32, .shuffle = true, .seed = 7});
@@ -63,7 +75,7 @@ void train(const char* name, Model& model, em::data::tensor_dataset<float, std::
     std::int64_t seen = 0;
     for (auto&& [xb, yb] : loader) {
       opt.zero_grad();
-      auto loss = F::cross_entropy(model(xb), yb, {.label_smoothing = 0.1});
+      auto loss = F::cross_entropy(model(xb.to(run_on)), yb.to(run_on), {.label_smoothing = 0.1});
       loss.backward();
       opt.step();
       loss_sum += static_cast<double>(loss.item()) * static_cast<double>(yb.numel());
@@ -74,7 +86,7 @@ void train(const char* name, Model& model, em::data::tensor_dataset<float, std::
     em::tensor<float> logits;
     {
       em::no_grad_guard ng;
-      logits = model(x_test);
+      logits = model(x_test.to(run_on)).to(em::cpu);
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::printf("epoch %2d  loss %.4f  test accuracy %.4f  %6.1f ms\n", epoch, loss_sum / seen,
@@ -83,8 +95,28 @@ void train(const char* name, Model& model, em::data::tensor_dataset<float, std::
 }
 
 int main(int argc, char** argv) {
-  const std::string path = argc > 1 ? argv[1] : EMBER_EXAMPLES_DATA "/digits.csv.gz";
+  std::string path = EMBER_EXAMPLES_DATA "/digits.csv.gz";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--device" && i + 1 < argc && std::string(argv[i + 1]) == "cuda") {
+#if EMBER_EXAMPLE_CUDA
+      ember::cuda_backend::linked();
+#endif
+      if (!em::cuda::is_available()) {
+        std::cout << "--device cuda: no GPU (this build has "
+                  << (EMBER_EXAMPLE_CUDA ? "the CUDA backend, but the runtime sees no GPU"
+                                         : "no CUDA backend: nvcc was not found")
+                  << ")\n";
+        return 1;
+      }
+      run_on = em::device::cuda();
+      ++i;
+    } else {
+      path = a;
+    }
+  }
   em::manual_seed(0);
+  std::cout << "training on " << run_on << "\n";
 
   // 1797 rows of 64 pixels (0..16) and a label; the first 1500 train, the last 297 test
   const auto table = em::data::read_csv<float>(path);
@@ -106,10 +138,11 @@ int main(int argc, char** argv) {
   em::save(c.state_dict(), file);
   cnn fresh;
   fresh.load_state_dict(em::load(file));
+  fresh.to(run_on);
   c.eval();
   fresh.eval();
   em::no_grad_guard ng;
-  const auto a = c(x_test), b = fresh(x_test);
+  const auto a = c(x_test.to(run_on)).to(em::cpu), b = fresh(x_test.to(run_on)).to(em::cpu);
   const float diff = em::amax(em::abs(a - b)).item();
   const double acc = accuracy(b, y_test);
   std::printf("saved %s (%zu tensors); reloaded model: test accuracy %.4f, max |logit difference| %g\n",
