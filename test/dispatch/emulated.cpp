@@ -17,6 +17,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
+#include <string>
 
 namespace em = ember;
 namespace dp = ember::dispatch;
@@ -564,4 +566,48 @@ TEST_CASE("an emulated device: the flagship CNN trains as on the CPU", "[dispatc
   a.eval();
   b.eval();
   CHECK(close(b(xg).detach().to(em::cpu), a(x).detach(), 1e-4));
+}
+
+TEST_CASE("an emulated device: ops without a device path are errors, never host reads",
+          "[dispatch]") {
+  // the emulated device's memory faults on host access (Note [Guarded device memory]): each
+  // of these must stop at its device check with an ember::error naming the device
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  const auto x = random_tensor<float>({2, 3, 4, 4}, 100).to(gpu);
+  const auto v = random_tensor<float>({6}, 101).to(gpu);
+  const auto idx = em::from_vector<std::int64_t>({0, 2}, {2}).to(gpu);
+  const auto m = (v > 0.f).eval();
+  auto err = [](auto&& f) {
+    try {
+      f();
+    } catch (const em::error& e) {
+      return std::string(e.what()).find("cuda:0") != std::string::npos;
+    }
+    return false;
+  };
+  CHECK(err([&] { return em::index_select(v, 0, idx); }));
+  CHECK(err([&] { return em::gather(v, 0, idx); }));
+  CHECK(err([&] { return em::masked_fill(v, m, 0.f); }));
+  CHECK(err([&] { return em::masked_select(v, m); }));
+  CHECK(err([&] { return em::one_hot(idx, 4); }));
+  CHECK(err([&] { return em::cat({v, v}); }));
+  CHECK(err([&] { return em::stack({v, v}); }));
+  CHECK(err([&] { return em::cumsum(v, 0); }));
+  CHECK(err([&] { return em::sort(v); }));
+  CHECK(err([&] { return em::topk(v, 2); }));
+  CHECK(err([&] { return em::tril(x); }));
+  CHECK(err([&] { return em::pad(x, {1, 1}, 0.f); }));
+  CHECK(err([&] { return F::avg_pool2d(x, {.kernel = 2}); }));
+  CHECK(err([&] { return F::adaptive_avg_pool2d(x, {.output_size = 1}); }));
+  CHECK(err([&] { return F::layer_norm(x, {.normalized_shape = {4}}); }));
+  CHECK(err([&] { return F::group_norm(x, 3); }));
+  CHECK(err([&] { return F::scaled_dot_product_attention(x, x, x); }));
+  CHECK(err([&] { return F::embedding(idx, x.view({24, 4})); }));
+  CHECK(err([&] { return F::conv_transpose2d(x, random_tensor<float>({3, 2, 2, 2}, 102).to(gpu)); }));
+  // printing copies to the CPU first
+  std::ostringstream os;
+  os << v;
+  CHECK(os.str().find("device=cuda:0") != std::string::npos);
 }

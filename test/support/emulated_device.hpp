@@ -1,5 +1,5 @@
 // An emulated device for the tests: a backend registered as cuda:0 whose memory is host
-// memory and whose kernels are the host builds of the CUDA kernels' per-element code
+// memory, readable only inside its kernels (Note [Guarded device memory]), and whose kernels are the host builds of the CUDA kernels' per-element code
 // (dispatch/program.hpp) and a reference GEMM. With it, tensors "on cuda:0" take the whole
 // device path of the dispatch layer on a machine without a GPU. Construct an emulated_device
 // for the scope of a test; it unregisters itself.
@@ -10,6 +10,11 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <map>
+#include <mutex>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace ember_test {
 
@@ -17,23 +22,85 @@ namespace emulated_detail {
 namespace em = ember;
 namespace dp = ember::dispatch;
 
+// Note [Guarded device memory]: the emulated device's memory is mapped PROT_NONE except while
+// an emulated kernel or copy runs, so host code that reads or writes device memory directly
+// (what would crash or read garbage with a real GPU) faults in the tests too.
+struct guarded_memory {
+  std::mutex mu;
+  std::map<void*, std::size_t> regions;  // live mappings and their lengths
+  int open = 0;                          // kernels running (nesting)
+
+  static std::size_t round(std::size_t n) {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    return (n + page - 1) / page * page;
+  }
+  void protect_all(int prot) {
+    for (auto& [p, n] : regions) REQUIRE(::mprotect(p, n, prot) == 0);
+  }
+};
+
+inline guarded_memory& guarded() {
+  static auto* g = new guarded_memory;
+  return *g;
+}
+
+/// Opens the device memory to the host for the scope of one emulated kernel or copy.
+struct device_access {
+  device_access() {
+    auto& g = guarded();
+    std::lock_guard lock(g.mu);
+    if (g.open++ == 0) g.protect_all(PROT_READ | PROT_WRITE);
+  }
+  ~device_access() {
+    auto& g = guarded();
+    std::lock_guard lock(g.mu);
+    if (--g.open == 0) g.protect_all(PROT_NONE);
+  }
+  device_access(const device_access&) = delete;
+  device_access& operator=(const device_access&) = delete;
+};
+
+struct guarded_source {
+  static void* allocate(std::size_t bytes) noexcept {
+    auto& g = guarded();
+    const std::size_t n = guarded_memory::round(bytes);
+    std::lock_guard lock(g.mu);
+    void* p = ::mmap(nullptr, n, g.open ? PROT_READ | PROT_WRITE : PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    g.regions[p] = n;
+    return p;
+  }
+  static void deallocate(void* p, std::size_t) noexcept {
+    auto& g = guarded();
+    std::lock_guard lock(g.mu);
+    auto it = g.regions.find(p);
+    if (it == g.regions.end()) return;
+    ::munmap(p, it->second);
+    g.regions.erase(it);
+  }
+};
+
 inline em::allocator* allocator_of(int index) {
-  static auto* a = new em::detail::caching_allocator<em::detail::cpu_memory_source>(1u << 30);
+  static auto* a = new em::detail::caching_allocator<guarded_source>(1u << 30);
   return index == 0 ? a : nullptr;
 }
 
 inline void copy(void* dst, em::device, const void* src, em::device, std::size_t n) {
+  const device_access open;
   std::memcpy(dst, src, n);
 }
 
 inline void synchronize(int) {}
 
 inline void fused(const dp::elementwise_program& p, em::device d) {
+  const device_access open;
   REQUIRE(d == em::device::cuda(0));
   dp::run_on_host(p);
 }
 
 inline void reduce(const dp::reduce_problem& r, em::device) {
+  const device_access open;
   switch (static_cast<em::dtype>(r.dtype)) {
     case em::dtype::f32: dp::reduce_on_host<float>(r); break;
     case em::dtype::f64: dp::reduce_on_host<double>(r); break;
@@ -62,6 +129,7 @@ void gemm_typed(const dp::gemm_problem& g) {
 }
 
 inline void gemm(const dp::gemm_problem& g, em::device) {
+  const device_access open;
   // what cuBLAS requires of the operands (Note [Device GEMM])
   REQUIRE((g.a_cs == 1 || g.a_rs == 1));
   REQUIRE((g.b_cs == 1 || g.b_rs == 1));
@@ -70,6 +138,7 @@ inline void gemm(const dp::gemm_problem& g, em::device) {
 }
 
 inline void dropout(const dp::dropout_problem& p, em::device) {
+  const device_access open;
   if (p.dtype == dp::code::f64) dp::dropout_on_host<double>(p);
   else dp::dropout_on_host<float>(p);
 }

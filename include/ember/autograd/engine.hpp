@@ -332,9 +332,19 @@ variable_list accumulate_grad<T>::apply(variable_list&& grads) {
         return;
       }
       const shape& as = acc.strides();
-      ember::detail::for_each_element(
-          acc.shape(), {&as, &in.strides()}, [](T& x, const T& y) { x += y; }, acc.data(),
-          static_cast<const T*>(in.data()));
+      if (!acc.device().is_cpu()) {  // acc += in on the device (element i reads only element i)
+        check(in.device() == acc.device(), errc::device, "backward: gradient on ", in.device(),
+              " for a leaf whose grad is on ", acc.device());
+        dispatch::run_raw(acc.device(), acc.data(), dtype_of<T>, acc.shape(), as,
+                          {{acc.data(), dtype_of<T>, acc.shape(), as},
+                           {in.data(), dtype_of<T>, in.shape(), in.strides()}},
+                          {dispatch::load(0), dispatch::load(1), dispatch::apply(dispatch::opc::add)},
+                          dispatch::compute_for({dtype_of<T>}), "backward");
+      } else {
+        ember::detail::for_each_element(
+            acc.shape(), {&as, &in.strides()}, [](T& x, const T& y) { x += y; }, acc.data(),
+            static_cast<const T*>(in.data()));
+      }
       acc.storage()->bump_version();
     }
   }();

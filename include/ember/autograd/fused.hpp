@@ -423,7 +423,7 @@ void fused_gradients(const E& e, const U& u, const shape& out_shape,
             }
           if (!grads[first]) {
             grads[first] = r.impl_ptr();
-          } else if constexpr (Record) {
+          } else if (Record || !r.device().is_cpu()) {
             grads[first] = add_grads(tensor<L>(grads[first]), r).impl_ptr();
           } else {  // our own buffer: accumulate in place (one buffer per leaf, not per use)
             const tensor<L> acc(grads[first]);
