@@ -1,6 +1,7 @@
 // An emulated device for the tests: a backend registered as cuda:0 whose memory is host
-// memory, readable only inside its kernels (Note [Guarded device memory]), and whose kernels are the host builds of the CUDA kernels' per-element code
-// (dispatch/program.hpp) and a reference GEMM. With it, tensors "on cuda:0" take the whole
+// memory, readable only inside its kernels (Note [Guarded device memory]), and whose kernels
+// are the host builds of the CUDA kernels' per-element code (dispatch/program.hpp) and a
+// reference GEMM. With it, tensors "on cuda:0" take the whole
 // device path of the dispatch layer on a machine without a GPU. Construct an emulated_device
 // for the scope of a test; it unregisters itself.
 #pragma once
@@ -9,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -35,7 +38,11 @@ struct guarded_memory {
     return (n + page - 1) / page * page;
   }
   void protect_all(int prot) {
-    for (auto& [p, n] : regions) REQUIRE(::mprotect(p, n, prot) == 0);
+    for (auto& [p, n] : regions)
+      if (::mprotect(p, n, prot) != 0) {
+        std::perror("emulated device: mprotect");
+        std::abort();
+      }
   }
 };
 
