@@ -786,11 +786,6 @@ class tensor {
     return out;
   }
 
-  void require_cpu(const char* op) const {
-    detail::check(device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
-                  device(), " without a device backend");
-  }
-
   /// Elementwise converting copy with broadcasting; goes through a temporary when source and
   /// destination memory overlap (Note [Aliasing]).
   template <class U>
