@@ -208,7 +208,7 @@ TEST_CASE("cuda: float64 gradcheck of elementwise ops, matmul and reductions", "
   }, {x, y, b}));
   CHECK(em::autograd::gradcheck([](const std::vector<em::tensor<double>>& in) {
     const auto xg = in[0].to(gpu);
-    return em::tensor<double>(em::amax(xg, {1}) + em::mean(xg, {0}).sum() +
+    return em::tensor<double>(em::amax(xg, em::shape{1}) + em::mean(xg, em::shape{0}).sum() +
                               em::log_softmax(xg, 1).select(1, 2)).to(em::cpu);
   }, {x, y, b}));
 }

@@ -54,8 +54,9 @@ tensor<T> cat_impl(const std::vector<tensor<T>>& ts, std::int64_t dim, const cha
   std::size_t ref_pos = 0;
   for (std::size_t i = 0; i < ts.size(); ++i) {
     check(ts[i].defined(), errc::value, op, ": tensor at position ", i, " is undefined");
-    check(ts[i].device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
-          ts[i].device(), " without a device backend");
+    check(ts[i].device() == ts[0].device(), errc::device, op, ": expected all tensors on one ",
+          "device, got ", ts[0].device(), " (position 0) and ", ts[i].device(), " (position ", i,
+          ")");
     check(ts[i].dim() > 0, errc::shape, op, ": zero-dimensional tensor (at position ", i,
           ") cannot be concatenated; unsqueeze it or use stack");
     if (!ref && !(ts[i].dim() == 1 && ts[i].size(0) == 0)) {
@@ -63,7 +64,7 @@ tensor<T> cat_impl(const std::vector<tensor<T>>& ts, std::int64_t dim, const cha
       ref_pos = i;
     }
   }
-  if (!ref) return make_tensor<T>({0});
+  if (!ref) return make_tensor<T>({0}, ts[0].device());
   const std::int64_t d = wrap_dim(dim, ref->dim(), op);
   const auto du = static_cast<std::size_t>(d);
   shape s = ref->shape();
@@ -80,8 +81,18 @@ tensor<T> cat_impl(const std::vector<tensor<T>>& ts, std::int64_t dim, const cha
     total += t.size(d);
   }
   s[du] = total;
-  tensor<T> out = make_tensor<T>(s);
+  tensor<T> out = make_tensor<T>(s, ref->device());
   if (out.numel() == 0) return out;
+  if (!out.device().is_cpu()) {  // one device copy per input into its slice (callers: no_grad)
+    std::int64_t off = 0;
+    for (const tensor<T>& t : ts) {
+      if (t.dim() == 1 && t.size(0) == 0) continue;
+      const std::int64_t k = t.size(d);
+      if (k > 0) out.narrow(d, off, k).copy_(t);
+      off += k;
+    }
+    return out;
+  }
   std::int64_t outer = 1, inner = 1;
   for (std::int64_t k = 0; k < d; ++k) outer *= s[static_cast<std::size_t>(k)];
   for (std::int64_t k = d + 1; k < out.dim(); ++k) inner *= s[static_cast<std::size_t>(k)];

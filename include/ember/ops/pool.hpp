@@ -493,13 +493,14 @@ tensor<T> record_max_pool(const char* op, const tensor<T>& x, tensor<T> out,
 /// The -inf-padded windows of x4 as a contiguous (N, C, oh, ow, kh * kw) tensor, and the
 /// padded extent (hp, wp) they were cut from.
 template <class T>
-std::pair<tensor<T>, size2> device_pool_windows(const tensor<T>& x4, const window2d& g) {
+std::pair<tensor<T>, size2> device_pool_windows(const tensor<T>& x4, const window2d& g,
+                                                T pad = -std::numeric_limits<T>::infinity()) {
   const std::int64_t n = x4.size(0), c = x4.size(1), h = x4.size(2), w = x4.size(3);
   // room for every window (ceil_mode's last windows may pass the padded end)
   const size2 ext{std::max(h + 2 * g.ph, (g.oh - 1) * g.sh + g.dh * (g.kh - 1) + 1),
                   std::max(w + 2 * g.pw, (g.ow - 1) * g.sw + g.dw * (g.kw - 1) + 1)};
   tensor<T> xp = make_tensor<T>({n, c, ext.h, ext.w}, x4.device());
-  xp.fill_(-std::numeric_limits<T>::infinity());
+  xp.fill_(pad);
   xp.slice(2, g.ph, g.ph + h).slice(3, g.pw, g.pw + w).copy_(x4);
   const shape& st = xp.strides();
   const tensor<T> win = xp.make_view({n, c, g.oh, g.ow, g.kh, g.kw},
@@ -566,6 +567,53 @@ std::tuple<tensor<T>, tensor<std::int64_t>> device_max_pool2d_entry(
   return {out, indices};
 }
 
+// Note [Device average pooling]: the zero-padded windows' sums divided by the divisor
+// (divisor_override, the window size with count_include_pad, else the count of input positions
+// in each window: the same windows over a padded tensor of ones). The backward spreads g /
+// divisor back over the windows: kh * kw strided in-place additions. ceil_mode is CPU-only.
+template <class T>
+tensor<T> device_avg_pool2d(const tensor<T>& x, const nn::functional::avg_pool2d_options& o,
+                            const char* op) {
+  check(!o.ceil_mode, errc::not_implemented, op, ": ceil_mode on ", x.device(),
+        " (Note [Device average pooling])");
+  const tensor<T> x4 = pool_input(op, x, true);
+  const window2d g = pool_window(op, x.shape(), o.kernel, o.stride, o.padding, size2{1}, false);
+  tensor<T> out, divisor;
+  size2 ext;
+  {
+    no_grad_guard ng;
+    const auto [win, e] = device_pool_windows(x4, g, T(0));
+    ext = e;
+    if (o.divisor_override > 0 || o.count_include_pad) {
+      const std::int64_t d = o.divisor_override > 0 ? o.divisor_override : g.kh * g.kw;
+      divisor = make_tensor<T>({1, 1, g.oh, g.ow}, x.device());
+      divisor.fill_(static_cast<T>(d));
+    } else {
+      tensor<T> ones = make_tensor<T>({1, 1, x4.size(2), x4.size(3)}, x.device());
+      ones.fill_(T(1));
+      divisor = ember::sum(device_pool_windows(ones, g, T(0)).first, std::int64_t{4});
+    }
+    out = tensor<T>(ember::sum(win, std::int64_t{4}) / divisor).reshape(pool_output_shape(x, g.oh, g.ow));
+  }
+  if (!autograd::detail::any_requires_grad(x)) return out;
+  const shape xs = x.shape();
+  return autograd::detail::record<T>(
+      std::string(op) + "_backward", std::move(out), {x}, [xs, g, ext, divisor](const tensor<T>& gr) {
+        no_grad_guard ng;
+        const std::int64_t h = xs[xs.size() - 2], w = xs[xs.size() - 1];
+        const std::int64_t n = xs.size() == 4 ? xs[0] : 1, c = xs[xs.size() - 3];
+        const tensor<T> share = gr.reshape({n, c, g.oh, g.ow}) / divisor;
+        tensor<T> gxp = make_tensor<T>({n, c, ext.h, ext.w}, gr.device());
+        gxp.zero_();
+        for (std::int64_t i = 0; i < g.kh; ++i)
+          for (std::int64_t j = 0; j < g.kw; ++j)
+            gxp.slice(2, i, i + (g.oh - 1) * g.sh + 1, g.sh)
+                .slice(3, j, j + (g.ow - 1) * g.sw + 1, g.sw) += share;
+        return std::vector<tensor<T>>{
+            gxp.slice(2, g.ph, g.ph + h).slice(3, g.pw, g.pw + w).reshape(xs)};
+      });
+}
+
 /// max_pool2d (with indices when asked or when x records gradients), recorded.
 template <class T>
 std::tuple<tensor<T>, tensor<std::int64_t>> max_pool2d_entry(const tensor<T>& x,
@@ -586,6 +634,20 @@ std::tuple<tensor<T>, tensor<std::int64_t>> max_pool2d_entry(const tensor<T>& x,
 template <bool Max, class T>
 std::tuple<tensor<T>, tensor<std::int64_t>> adaptive_pool_entry(const tensor<T>& x, size2 size,
                                                                  const char* op) {
+  if (x.defined() && !x.device().is_cpu()) {
+    // on a device: output sizes that divide the input's are average or max pooling with kernel
+    // = stride = input / output (the adaptive windows then coincide with those)
+    const tensor<T> x4 = pool_input(op, x, true);
+    const std::int64_t h = x4.size(2), w = x4.size(3);
+    check(size.h > 0 && size.w > 0 && h % size.h == 0 && w % size.w == 0, errc::not_implemented,
+          op, ": on ", x.device(), " the output size ", size, " must divide the input's (", h,
+          ", ", w, ")");
+    const size2 k{h / size.h, w / size.w};
+    if constexpr (Max)
+      return device_max_pool2d_entry(x, {.kernel = k, .stride = k}, true, op);
+    else
+      return {device_avg_pool2d(x, {.kernel = k, .stride = k}, op), tensor<std::int64_t>()};
+  }
   std::tuple<tensor<T>, tensor<std::int64_t>> r;
   {
     no_grad_guard ng;
@@ -663,6 +725,7 @@ tensor<value_type_t<E>> avg_pool2d(const E& e, const avg_pool2d_options& opt) {
 namespace detail {
 template <class T>
 tensor<T> avg_pool2d_untraced(const tensor<T>& x, const nn::functional::avg_pool2d_options& opt) {
+  if (x.defined() && !x.device().is_cpu()) return detail::device_avg_pool2d(x, opt, "avg_pool2d");
   tensor<T> out;
   {
     no_grad_guard ng;
