@@ -21,14 +21,39 @@ export PATH=/usr/local/cuda/bin:$PATH
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
 date -u +"date %Y-%m-%d %H:%M UTC" | tee -a "$out/summary.txt"
 
+# the image's meson and ninja may be Python packages only
+if ! command -v meson >/dev/null 2>&1; then meson() { python3 -m mesonbuild.mesonmain "$@"; }; fi
+if ! command -v ninja >/dev/null 2>&1; then ninja() { python3 -m ninja "$@"; }; fi
+{ c++ --version | head -1; meson --version; ninja --version; command -v pkg-config || echo "no pkg-config"; } \
+  2>&1 | sed 's/^/env: /' | tee -a "$out/summary.txt"
+
 args=(-Dcuda=enabled -Dtests=true -Dexamples=true -Dbenchmarks=true -Dbuildtype=release)
 if [ -d .gpu_deps/include ]; then
   args+=("-Dcpp_args=-isystem$here/.gpu_deps/include")
   export PKG_CONFIG_PATH="$here/.gpu_deps/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 fi
-rm -rf build-gpu
 start=$(date +%s)
-if ! { meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests bench/cuda examples/flagship; } \
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Binaries built by this script on the Debian machine (cuda/gather_gpu_deps.sh --prebuilt) save
+# the build here when every library they need resolves; their test data path is the build
+# machine's (EMBER_TEST_DATA), recreated here as a link.
+prebuilt=0
+if [ -x .gpu_prebuilt/cuda_tests ] && [ "${EMBER_GPU_BUILD:-0}" != 1 ]; then
+  export LD_LIBRARY_PATH="$here/.gpu_prebuilt:$LD_LIBRARY_PATH"
+  if ldd .gpu_prebuilt/cuda_tests .gpu_prebuilt/cuda .gpu_prebuilt/flagship | grep -q "not found"; then
+    ldd .gpu_prebuilt/cuda_tests | grep "not found" | sed 's/^/prebuilt: /' | tee -a "$out/summary.txt"
+  else
+    prebuilt=1
+  fi
+fi
+if [ $prebuilt = 1 ]; then
+  echo "using the carried binaries in .gpu_prebuilt" | tee -a "$out/summary.txt"
+  data=$(cat .gpu_prebuilt/test_data_path)
+  if [ ! -e "$data" ]; then mkdir -p "$(dirname "$data")" && ln -s "$here/test/data" "$data"; fi
+  rm -rf build-gpu && mkdir -p build-gpu/test build-gpu/bench build-gpu/examples
+  cp .gpu_prebuilt/cuda_tests build-gpu/test/; cp .gpu_prebuilt/cuda build-gpu/bench/
+  cp .gpu_prebuilt/flagship build-gpu/examples/
+elif ! { rm -rf build-gpu && meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests bench/cuda examples/flagship; } \
     >"$out/build.log" 2>&1; then
   tail -40 "$out/build.log"
   echo "BUILD FAILED (log: $out/build.log)" | tee -a "$out/summary.txt"
@@ -36,20 +61,20 @@ if ! { meson setup build-gpu "${args[@]}" && ninja -C build-gpu test/cuda_tests 
 fi
 echo "build $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
 
-./build-gpu/test/cuda_tests >"$out/tests.log" 2>&1
+timeout 180 ./build-gpu/test/cuda_tests >"$out/tests.log" 2>&1
 status=$?
 tail -5 "$out/tests.log"
 grep -E "test accuracy|GPU\(s\) visible" "$out/tests.log" | tee -a "$out/summary.txt"
 grep -E "^(All tests passed|test cases:)" "$out/tests.log" | sed 's/^/cuda_tests: /' | tee -a "$out/summary.txt"
 
 # the flagship example, unchanged, on the GPU (its last line: ok, or FAILED)
-./build-gpu/examples/flagship --device cuda >"$out/flagship.log" 2>&1
+timeout 90 ./build-gpu/examples/flagship examples/data/digits.csv.gz --device cuda >"$out/flagship.log" 2>&1
 flagship=$?
 grep -E "^== |epoch 20|reloaded|^ok|FAILED" "$out/flagship.log" | sed 's/^/flagship --device cuda: /' | tee -a "$out/summary.txt"
 [ $flagship -eq 0 ] || status=1
 
-./build-gpu/bench/cuda >"$out/bench.txt" 2>&1
-python3 bench/cuda_torch.py >>"$out/bench.txt" 2>&1
+timeout 90 ./build-gpu/bench/cuda >"$out/bench.txt" 2>&1
+timeout 90 python3 bench/cuda_torch.py >>"$out/bench.txt" 2>&1
 cat "$out/bench.txt"
 python3 - "$out/bench.txt" <<'PY' | tee -a "$out/summary.txt"
 import sys

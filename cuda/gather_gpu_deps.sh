@@ -3,6 +3,9 @@
 # Catch2 v2; it has nvcc, a host compiler, meson and ninja) from this Debian machine into
 # .gpu_deps/, which .git/info/exclude keeps out of git. Carry .gpu_deps with the working tree
 # to the GPU machine; cuda/check_on_gpu.sh uses it when present.
+# --prebuilt also copies this machine's build of the check's programs (build-gpu/, made by
+# cuda/check_on_gpu.sh here, where they skip: no GPU) into .gpu_prebuilt/, the check's fallback
+# when its own build fails on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu_deps
@@ -21,3 +24,11 @@ Cflags: -isystem \${includedir}
 PC
 grep -qx '/.gpu_deps/' .git/info/exclude 2>/dev/null || echo '/.gpu_deps/' >> .git/info/exclude
 du -sh .gpu_deps
+if [ "${1:-}" = --prebuilt ]; then
+  rm -rf .gpu_prebuilt && mkdir .gpu_prebuilt
+  cp build-gpu/test/cuda_tests build-gpu/bench/cuda build-gpu/examples/flagship .gpu_prebuilt/
+  cp -L build-gpu/libember_cuda.so .gpu_prebuilt/
+  echo "$PWD/test/data" > .gpu_prebuilt/test_data_path
+  grep -qx '/.gpu_prebuilt/' .git/info/exclude || echo '/.gpu_prebuilt/' >> .git/info/exclude
+  du -sh .gpu_prebuilt
+fi

@@ -18,27 +18,35 @@ constexpr int block_threads = 256;
 
 // Note [Grid constant]: the program (~2.5 KB) is a __grid_constant__ parameter: every thread
 // reads it in place from the constant bank (the instructions are uniform across a warp, so
-// each read is one broadcast) instead of copying it to local memory.
-template <class C>
+// each read is one broadcast) instead of copying it to local memory. S is the register stack's
+// slot count (Note [Register stack]).
+template <class C, int S>
 __global__ void __launch_bounds__(block_threads) fused_kernel(const __grid_constant__ elementwise_program p) {
   std::int64_t first = 0;
   if (p.flat) {
-    // Note [Wide interpretation]: a block takes `wide * blockDim` elements at a time; thread t
+    // Note [Wide interpretation]: a block takes `lanes * blockDim` elements at a time; thread t
     // runs the program once for elements base + j * blockDim + t (each load coalesced)
-    constexpr int w = dispatch::wide;
-    const std::int64_t span = static_cast<std::int64_t>(blockDim.x) * w;
+    constexpr int lanes = dispatch::flat_lanes<S>;
+    const std::int64_t span = static_cast<std::int64_t>(blockDim.x) * lanes;
     const std::int64_t whole = p.numel / span * span;
     for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * span; base < whole;
-         base += static_cast<std::int64_t>(gridDim.x) * span) {
-      const std::int64_t t = base + threadIdx.x, stride = blockDim.x;
-      dispatch::run_program_wide<C, w>(p, [t, stride](int j) { return t + j * stride; });
-    }
+         base += static_cast<std::int64_t>(gridDim.x) * span)
+      dispatch::run_flat<C, S>(p, base + threadIdx.x, blockDim.x);
     first = whole;
   }
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = first + static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < p.numel; i += step)
-    dispatch::run_element<C>(p, i);
+    dispatch::run_element<C, S>(p, i);
+}
+
+template <class C>
+void launch_fused_as(const elementwise_program& p, unsigned grid, cudaStream_t s) {
+  switch (dispatch::stack_slots(dispatch::program_depth(p))) {
+    case 4: fused_kernel<C, 4><<<grid, block_threads, 0, s>>>(p); break;
+    case 8: fused_kernel<C, 8><<<grid, block_threads, 0, s>>>(p); break;
+    default: fused_kernel<C, 16><<<grid, block_threads, 0, s>>>(p); break;
+  }
 }
 
 std::int64_t grid_for(std::int64_t work, int sm_count) {
@@ -170,9 +178,9 @@ cudaError_t launch_fused(const elementwise_program& p, int sm_count, cudaStream_
   if (p.numel == 0) return cudaSuccess;
   const auto grid = static_cast<unsigned>(grid_for(p.numel, sm_count));
   switch (p.ctype) {
-    case dispatch::compute::f32: fused_kernel<float><<<grid, block_threads, 0, s>>>(p); break;
-    case dispatch::compute::f64: fused_kernel<double><<<grid, block_threads, 0, s>>>(p); break;
-    case dispatch::compute::i64: fused_kernel<std::int64_t><<<grid, block_threads, 0, s>>>(p); break;
+    case dispatch::compute::f32: launch_fused_as<float>(p, grid, s); break;
+    case dispatch::compute::f64: launch_fused_as<double>(p, grid, s); break;
+    case dispatch::compute::i64: launch_fused_as<std::int64_t>(p, grid, s); break;
   }
   return cudaGetLastError();
 }

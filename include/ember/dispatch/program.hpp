@@ -13,8 +13,10 @@
 
 #if defined(__CUDACC__)
 #define EMBER_HD __host__ __device__ __forceinline__
+#define EMBER_UNROLL _Pragma("unroll")
 #else
 #define EMBER_HD inline
+#define EMBER_UNROLL
 #endif
 
 namespace ember::dispatch {
@@ -212,85 +214,105 @@ EMBER_HD C cast_to(std::uint8_t dt, C v) {
   }
 }
 
-template <class C>
-EMBER_HD C unary_op(std::uint16_t o, C x) {
+/// Applies `f` to each of the N lanes (unrolled: every index is a compile-time constant).
+template <int N, class C, class F>
+EMBER_HD void each(C (&x)[N], const F& f) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) x[j] = f(x[j]);
+}
+template <int N, class C, class F>
+EMBER_HD void each(C (&a)[N], const C (&b)[N], const F& f) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) a[j] = f(a[j], b[j]);
+}
+
+/// x = o(x) on N lanes: one switch on the op for all of them.
+template <class C, int N>
+EMBER_HD void unary_op(std::uint16_t o, C (&x)[N]) {
   const C zero(0), one(1);
   switch (o) {
-    case opc::neg: return -x;
-    case opc::abs: return x < zero ? -x : x;
-    case opc::square: return x * x;
-    case opc::relu: return x < zero ? zero : x;  // NaN propagates
-    case opc::sign: return (x > zero ? one : zero) - (x < zero ? one : zero);
-    case opc::logical_not: return x == zero ? one : zero;
+    case opc::neg: return each(x, [](C v) { return -v; });
+    case opc::abs: return each(x, [zero](C v) { return v < zero ? -v : v; });
+    case opc::square: return each(x, [](C v) { return v * v; });
+    case opc::relu: return each(x, [zero](C v) { return v < zero ? zero : v; });  // NaN propagates
+    case opc::sign:
+      return each(x, [zero, one](C v) { return (v > zero ? one : zero) - (v < zero ? one : zero); });
+    case opc::logical_not: return each(x, [zero, one](C v) { return v == zero ? one : zero; });
     default: break;
   }
   if constexpr (std::is_integral_v<C>) {  // int64: no other unary op is lowered
-    return zero;
+    return each(x, [zero](C) { return zero; });
   } else {
     switch (o) {
-      case opc::exp: return m_exp(x);
-      case opc::expm1: return m_expm1(x);
-      case opc::log: return m_log(x);
-      case opc::log1p: return m_log1p(x);
-      case opc::log2: return m_log2(x);
-      case opc::sqrt: return m_sqrt(x);
-      case opc::rsqrt: return one / m_sqrt(x);
-      case opc::sin: return m_sin(x);
-      case opc::cos: return m_cos(x);
-      case opc::tanh: return m_tanh(x);
-      case opc::sigmoid: return one / (one + m_exp(-x));
-      case opc::gelu: return C(0.5) * x * (one + m_erf(x * C(0.70710678118654752440)));
-      case opc::gelu_tanh: {
-        const C k0 = C(0.7978845608028654), k1 = C(0.044715);
-        return C(0.5) * x * (one + m_tanh(k0 * (x + k1 * x * x * x)));
-      }
-      case opc::gelu_tanh_grad: {
-        const C k = C(0.7978845608028654), c = C(0.044715), half = C(0.5);
-        const C x2 = x * x;
-        const C t = m_tanh(k * (x + c * (x2 * x)));
-        return half * (one + t) + (half * k) * x * ((one - t * t) * (one + C(3 * 0.044715) * x2));
-      }
-      case opc::silu: return x / (one + m_exp(-x));
-      case opc::softplus: return x > C(20) ? x : m_log1p(m_exp(x));
-      case opc::floor: return m_floor(x);
-      case opc::ceil: return m_ceil(x);
-      case opc::round: return m_rint(x);
-      case opc::reciprocal: return one / x;
-      case opc::erf: return m_erf(x);
-      default: return zero;
+      case opc::exp: return each(x, [](C v) { return m_exp(v); });
+      case opc::expm1: return each(x, [](C v) { return m_expm1(v); });
+      case opc::log: return each(x, [](C v) { return m_log(v); });
+      case opc::log1p: return each(x, [](C v) { return m_log1p(v); });
+      case opc::log2: return each(x, [](C v) { return m_log2(v); });
+      case opc::sqrt: return each(x, [](C v) { return m_sqrt(v); });
+      case opc::rsqrt: return each(x, [one](C v) { return one / m_sqrt(v); });
+      case opc::sin: return each(x, [](C v) { return m_sin(v); });
+      case opc::cos: return each(x, [](C v) { return m_cos(v); });
+      case opc::tanh: return each(x, [](C v) { return m_tanh(v); });
+      case opc::sigmoid: return each(x, [one](C v) { return one / (one + m_exp(-v)); });
+      case opc::gelu:
+        return each(x, [one](C v) { return C(0.5) * v * (one + m_erf(v * C(0.70710678118654752440))); });
+      case opc::gelu_tanh:
+        return each(x, [one](C v) {
+          const C k0 = C(0.7978845608028654), k1 = C(0.044715);
+          return C(0.5) * v * (one + m_tanh(k0 * (v + k1 * v * v * v)));
+        });
+      case opc::gelu_tanh_grad:
+        return each(x, [one](C v) {
+          const C k = C(0.7978845608028654), c = C(0.044715), half = C(0.5);
+          const C v2 = v * v;
+          const C t = m_tanh(k * (v + c * (v2 * v)));
+          return half * (one + t) + (half * k) * v * ((one - t * t) * (one + C(3 * 0.044715) * v2));
+        });
+      case opc::silu: return each(x, [one](C v) { return v / (one + m_exp(-v)); });
+      case opc::softplus: return each(x, [](C v) { return v > C(20) ? v : m_log1p(m_exp(v)); });
+      case opc::floor: return each(x, [](C v) { return m_floor(v); });
+      case opc::ceil: return each(x, [](C v) { return m_ceil(v); });
+      case opc::round: return each(x, [](C v) { return m_rint(v); });
+      case opc::reciprocal: return each(x, [one](C v) { return one / v; });
+      case opc::erf: return each(x, [](C v) { return m_erf(v); });
+      default: return each(x, [zero](C) { return zero; });
     }
   }
 }
 
-template <class C>
-EMBER_HD C binary_op(std::uint16_t o, C a, C b) {
+/// a = o(a, b) on N lanes.
+template <class C, int N>
+EMBER_HD void binary_op(std::uint16_t o, C (&a)[N], const C (&b)[N]) {
   const C zero(0), one(1);
   switch (o) {
-    case opc::add: return a + b;
-    case opc::sub: return a - b;
-    case opc::mul: return a * b;
-    case opc::maximum: return (a > b || m_isnan(a)) ? a : b;  // NaN propagates
-    case opc::minimum: return (a < b || m_isnan(a)) ? a : b;
-    case opc::eq: return a == b ? one : zero;
-    case opc::ne: return a == b ? zero : one;
-    case opc::lt: return a < b ? one : zero;
-    case opc::le: return a <= b ? one : zero;
-    case opc::gt: return a > b ? one : zero;
-    case opc::ge: return a >= b ? one : zero;
-    case opc::logical_and: return (a != zero && b != zero) ? one : zero;
-    case opc::logical_or: return (a != zero || b != zero) ? one : zero;
-    case opc::leaky_relu: return a > zero ? a : a * b;
+    case opc::add: return each(a, b, [](C x, C y) { return x + y; });
+    case opc::sub: return each(a, b, [](C x, C y) { return x - y; });
+    case opc::mul: return each(a, b, [](C x, C y) { return x * y; });
+    case opc::maximum:  // NaN propagates
+      return each(a, b, [](C x, C y) { return (x > y || m_isnan(x)) ? x : y; });
+    case opc::minimum: return each(a, b, [](C x, C y) { return (x < y || m_isnan(x)) ? x : y; });
+    case opc::eq: return each(a, b, [zero, one](C x, C y) { return x == y ? one : zero; });
+    case opc::ne: return each(a, b, [zero, one](C x, C y) { return x == y ? zero : one; });
+    case opc::lt: return each(a, b, [zero, one](C x, C y) { return x < y ? one : zero; });
+    case opc::le: return each(a, b, [zero, one](C x, C y) { return x <= y ? one : zero; });
+    case opc::gt: return each(a, b, [zero, one](C x, C y) { return x > y ? one : zero; });
+    case opc::ge: return each(a, b, [zero, one](C x, C y) { return x >= y ? one : zero; });
+    case opc::logical_and:
+      return each(a, b, [zero, one](C x, C y) { return (x != zero && y != zero) ? one : zero; });
+    case opc::logical_or:
+      return each(a, b, [zero, one](C x, C y) { return (x != zero || y != zero) ? one : zero; });
+    case opc::leaky_relu: return each(a, b, [zero](C x, C y) { return x > zero ? x : x * y; });
     default: break;
   }
   if constexpr (std::is_integral_v<C>) {
-    if (o == opc::div) return b == zero ? zero : a / b;  // C++ division; no trap on a GPU
-    return zero;
+    if (o == opc::div)  // C++ division; no trap on a GPU
+      return each(a, b, [zero](C x, C y) { return y == zero ? zero : x / y; });
+    return each(a, b, [zero](C, C) { return zero; });
   } else {
     switch (o) {
-      case opc::div: return a / b;
-      case opc::pow: return m_pow(a, b);
-      case opc::elu: return a > zero ? a : b * m_expm1(a);
-      default: return zero;
+      case opc::div: return each(a, b, [](C x, C y) { return x / y; });
+      case opc::pow: return each(a, b, [](C x, C y) { return m_pow(x, y); });
+      case opc::elu: return each(a, b, [zero](C x, C y) { return x > zero ? x : y * m_expm1(x); });
+      default: return each(a, b, [zero](C, C) { return zero; });
     }
   }
 }
@@ -315,103 +337,161 @@ EMBER_HD void compute_offsets(const elementwise_program& p, std::int64_t i, offs
 
 }  // namespace detail
 
-/// The value of an output element of p, in compute type C; `leaf_offset(k)` is the element's
-/// offset in leaf k.
-template <class C, class Offsets>
-EMBER_HD C run_program(const elementwise_program& p, const Offsets& leaf_offset) {
-  C stack[max_stack];
-  int sp = 0;
+/// The most values p's stack holds at once.
+EMBER_HD int program_depth(const elementwise_program& p) {
+  int sp = 0, most = 0;
+  for (int pc = 0; pc < p.n_code; ++pc) {
+    const std::uint16_t o = p.code[pc].op;
+    if (o == opc::leaf || o == opc::scalar) ++sp;
+    else if (o == opc::where || o == opc::clamp) sp -= 2;
+    else if (o >= 40 && o != opc::cast) --sp;  // binary ops
+    most = sp > most ? sp : most;
+  }
+  return most;
+}
+
+/// The register stack's slot count for a program of depth d: 4, 8 or 16 (max_stack).
+EMBER_HD constexpr int stack_slots(int depth) { return depth <= 4 ? 4 : depth <= 8 ? 8 : 16; }
+
+// Note [Register stack]: a GPU thread's array indexed at run time lives in local memory (a
+// stack frame in L1 that spills to L2), which an interpreter with `stack[sp++]` would touch on
+// every push and pop. Here the top of the stack is always slot 0, and every slot index is a
+// compile-time constant: a push shifts the S slots down one; an op of arity n leaves its result
+// in slot n - 1 and shifts the slots up n - 1 (unrolled register moves, no memory). S is the
+// program's depth rounded up to 4, 8 or 16 (stack_slots; the kernel is instantiated for each),
+// so a shallow program such as E1 (depth 3) moves 4 slots.
+namespace detail {
+
+template <int M, int S, int N, class C>
+EMBER_HD void pop(C (&r)[S][N]) {
+  EMBER_UNROLL for (int s = 0; s + M < S; ++s) {
+    EMBER_UNROLL for (int j = 0; j < N; ++j) r[s][j] = r[s + M][j];
+  }
+}
+
+template <int S, int N, class C>
+EMBER_HD void push(C (&r)[S][N]) {
+  EMBER_UNROLL for (int s = S - 1; s > 0; --s) {
+    EMBER_UNROLL for (int j = 0; j < N; ++j) r[s][j] = r[s - 1][j];
+  }
+}
+
+}  // namespace detail
+
+/// Runs p for N elements at once on a stack of S slots of N lanes (Note [Register stack],
+/// Note [Wide interpretation]); `leaf(k, v)` sets v[j] to lane j's value of leaf k. Leaves
+/// the N values, in compute type C, in `result`. p's depth must be at most S.
+template <class C, int S, int N, class Leaf>
+EMBER_HD void run_program(const elementwise_program& p, const Leaf& leaf, C (&result)[N]) {
+  C r[S][N] = {};
   for (int pc = 0; pc < p.n_code; ++pc) {
     const instr in = p.code[pc];
     switch (in.op) {
-      case opc::leaf: {
-        const leaf_ref& l = p.leaves[in.leaf];
-        stack[sp++] = detail::load<C>(l.dtype, l.data, leaf_offset(in.leaf));
+      case opc::leaf:
+        detail::push(r);
+        leaf(in.leaf, r[0]);
         break;
-      }
-      case opc::scalar: stack[sp++] = static_cast<C>(in.value); break;
-      case opc::cast: stack[sp - 1] = detail::cast_to(in.dtype, stack[sp - 1]); break;
-      case opc::where:
-        sp -= 2;
-        stack[sp - 1] = stack[sp - 1] != C(0) ? stack[sp] : stack[sp + 1];
+      case opc::scalar:
+        detail::push(r);
+        EMBER_UNROLL for (int j = 0; j < N; ++j) r[0][j] = static_cast<C>(in.value);
         break;
-      case opc::clamp: {  // (x, lo, hi); NaN propagates
-        sp -= 2;
-        const C x = stack[sp - 1], lo = stack[sp], hi = stack[sp + 1];
-        stack[sp - 1] = x < lo ? lo : (x > hi ? hi : x);
+      case opc::cast: detail::each(r[0], [&in](C v) { return detail::cast_to(in.dtype, v); }); break;
+      case opc::where:  // (condition, a, b) at slots 2, 1, 0
+        EMBER_UNROLL for (int j = 0; j < N; ++j) r[2][j] = r[2][j] != C(0) ? r[1][j] : r[0][j];
+        detail::pop<2>(r);
         break;
-      }
+      case opc::clamp:  // (x, lo, hi) at slots 2, 1, 0; NaN propagates
+        EMBER_UNROLL for (int j = 0; j < N; ++j) {
+          const C x = r[2][j], lo = r[1][j], hi = r[0][j];
+          r[2][j] = x < lo ? lo : (x > hi ? hi : x);
+        }
+        detail::pop<2>(r);
+        break;
       default:
         if (in.op < 40) {
-          stack[sp - 1] = detail::unary_op(in.op, stack[sp - 1]);
+          detail::unary_op(in.op, r[0]);
         } else {
-          --sp;
-          stack[sp - 1] = detail::binary_op(in.op, stack[sp - 1], stack[sp]);
+          detail::binary_op(in.op, r[1], r[0]);
+          detail::pop<1>(r);
         }
     }
   }
-  return stack[0];
+  EMBER_UNROLL for (int j = 0; j < N; ++j) result[j] = r[0][j];
 }
+
+/// Elements per thread of the wide path (Note [Wide interpretation]).
+inline constexpr int wide = 4;
+
+/// Leaves a flat program loads before it runs (Note [Leaf prefetch]).
+inline constexpr int prefetched_leaves = 4;
+
+namespace detail {
+
+/// Lane j of leaf k at element offset(j), in C.
+template <class C, int N, class Offset>
+EMBER_HD void load_lanes(const leaf_ref& l, const Offset& offset, C (&v)[N]) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) v[j] = load<C>(l.dtype, l.data, offset(j));
+}
+
+template <int N, class C>
+EMBER_HD void copy_lanes(const C (&from)[N], C (&to)[N]) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) to[j] = from[j];
+}
+
+}  // namespace detail
 
 /// Note [Wide interpretation]: for flat programs each thread runs the program once for N
-/// elements (`index(j)`, j < N), on a stack of N-wide values: the instruction fetch and the
-/// switch on the op are paid once per N elements instead of once per element.
-template <class C, int N, class Index>
-EMBER_HD void run_program_wide(const elementwise_program& p, const Index& index) {
-  C stack[max_stack][N];
-  int sp = 0;
-  for (int pc = 0; pc < p.n_code; ++pc) {
-    const instr in = p.code[pc];
-    switch (in.op) {
-      case opc::leaf: {
-        const leaf_ref& l = p.leaves[in.leaf];
-        for (int j = 0; j < N; ++j) stack[sp][j] = detail::load<C>(l.dtype, l.data, index(j));
-        ++sp;
-        break;
-      }
-      case opc::scalar:
-        for (int j = 0; j < N; ++j) stack[sp][j] = static_cast<C>(in.value);
-        ++sp;
-        break;
-      case opc::cast:
-        for (int j = 0; j < N; ++j) stack[sp - 1][j] = detail::cast_to(in.dtype, stack[sp - 1][j]);
-        break;
-      case opc::where:
-        sp -= 2;
-        for (int j = 0; j < N; ++j)
-          stack[sp - 1][j] = stack[sp - 1][j] != C(0) ? stack[sp][j] : stack[sp + 1][j];
-        break;
-      case opc::clamp:
-        sp -= 2;
-        for (int j = 0; j < N; ++j) {
-          const C x = stack[sp - 1][j], lo = stack[sp][j], hi = stack[sp + 1][j];
-          stack[sp - 1][j] = x < lo ? lo : (x > hi ? hi : x);
-        }
-        break;
-      default:
-        if (in.op < 40) {
-          for (int j = 0; j < N; ++j) stack[sp - 1][j] = detail::unary_op(in.op, stack[sp - 1][j]);
-        } else {
-          --sp;
-          for (int j = 0; j < N; ++j)
-            stack[sp - 1][j] = detail::binary_op(in.op, stack[sp - 1][j], stack[sp][j]);
-        }
-    }
+/// elements, on a stack of N-lane values: the instruction fetch and the switch on the op are
+/// paid once per N elements instead of once per element. Lanes: elements first + j * step.
+/// Programs deeper than 8 run one lane (16 slots of N lanes would not fit in registers).
+///
+/// Note [Leaf prefetch]: a leaf's loads are issued when the program reaches it, and the
+/// instructions before it wait for the previous leaf's: a thread would have one leaf's N loads
+/// in flight at a time, too few to cover DRAM latency. A flat program's first
+/// prefetched_leaves leaves are loaded for all lanes up front (registers, indexed by constants;
+/// the leaf op picks one with a switch), so they are in flight together, as in a compiled
+/// kernel. Reading every input before the output is stored is what the interpreter did
+/// anyway, so an output that aliases an input is still read before it is written.
+template <int S>
+inline constexpr int flat_lanes = S <= 8 ? wide : 1;
+
+template <class C, int S>
+EMBER_HD void run_flat(const elementwise_program& p, std::int64_t first, std::int64_t step) {
+  constexpr int n = flat_lanes<S>;
+  const auto offset = [first, step](int j) { return first + j * step; };
+  C pre[prefetched_leaves][n];
+  EMBER_UNROLL for (int k = 0; k < prefetched_leaves; ++k) {
+    if (k < p.n_leaves) detail::load_lanes(p.leaves[k], offset, pre[k]);
   }
-  for (int j = 0; j < N; ++j) detail::store(p.out_dtype, p.out, index(j), stack[0][j]);
+  const auto leaf = [&](int k, C (&v)[n]) {
+    static_assert(prefetched_leaves == 4);
+    switch (k) {
+      case 0: return detail::copy_lanes(pre[0], v);
+      case 1: return detail::copy_lanes(pre[1], v);
+      case 2: return detail::copy_lanes(pre[2], v);
+      case 3: return detail::copy_lanes(pre[3], v);
+      default: return detail::load_lanes(p.leaves[k], offset, v);
+    }
+  };
+  C v[n];
+  run_program<C, S>(p, leaf, v);
+  EMBER_UNROLL for (int j = 0; j < n; ++j) detail::store(p.out_dtype, p.out, first + j * step, v[j]);
 }
 
-/// Computes and stores output element i (the body of the CUDA kernel's loop; the host tests
-/// run it too).
-template <class C>
+/// Computes and stores output element i, one lane (the body of the CUDA kernel's loop for
+/// strided programs and a flat program's tail).
+template <class C, int S>
 EMBER_HD void run_element(const elementwise_program& p, std::int64_t i) {
+  C v[1];
   if (p.flat) {  // every offset is i: no per-leaf offsets to compute or keep
-    detail::store(p.out_dtype, p.out, i, run_program<C>(p, [i](int) { return i; }));
+    run_program<C, S>(p, [&p, i](int k, C (&x)[1]) { x[0] = detail::load<C>(p.leaves[k].dtype, p.leaves[k].data, i); }, v);
+    detail::store(p.out_dtype, p.out, i, v[0]);
     return;
   }
   detail::offsets o;
   detail::compute_offsets(p, i, o);
-  detail::store(p.out_dtype, p.out, o.out, run_program<C>(p, [&o](int k) { return o.leaf[k]; }));
+  run_program<C, S>(p, [&p, &o](int k, C (&x)[1]) { x[0] = detail::load<C>(p.leaves[k].dtype, p.leaves[k].data, o.leaf[k]); }, v);
+  detail::store(p.out_dtype, p.out, o.out, v[0]);
 }
 
 // ---- reductions (the index math and the combine step; the CUDA kernel splits the work) ----
@@ -569,29 +649,30 @@ void dropout_on_host(const dropout_problem& p) {
   for (std::int64_t b = 0; b < (p.n + 3) / 4; ++b) dropout_block<T>(p, b);
 }
 
-/// Elements per thread of the wide path (Note [Wide interpretation]).
-inline constexpr int wide = 4;
-
-/// Runs a whole program on the host (tests; the CPU path itself is the SIMD evaluator). Flat
-/// programs take the wide path in groups of `wide` elements, as the kernel does.
-inline void run_on_host(const elementwise_program& p) {
+/// Runs a whole program on the host (tests; the CPU path itself is the SIMD evaluator), as the
+/// kernel does: flat programs in groups of flat_lanes elements, then element by element.
+template <class C, int S>
+void run_on_host_as(const elementwise_program& p) {
   std::int64_t i = 0;
-  if (p.flat) {
-    for (; i + wide <= p.numel; i += wide) {
-      const auto index = [i](int j) { return i + j; };
-      switch (p.ctype) {
-        case compute::f32: run_program_wide<float, wide>(p, index); break;
-        case compute::f64: run_program_wide<double, wide>(p, index); break;
-        case compute::i64: run_program_wide<std::int64_t, wide>(p, index); break;
-      }
-    }
+  if (p.flat)
+    for (; i + flat_lanes<S> <= p.numel; i += flat_lanes<S>) run_flat<C, S>(p, i, 1);
+  for (; i < p.numel; ++i) run_element<C, S>(p, i);
+}
+
+template <class C>
+void run_on_host_as(const elementwise_program& p) {
+  switch (stack_slots(program_depth(p))) {
+    case 4: return run_on_host_as<C, 4>(p);
+    case 8: return run_on_host_as<C, 8>(p);
+    default: return run_on_host_as<C, 16>(p);
   }
-  for (; i < p.numel; ++i) {
-    switch (p.ctype) {
-      case compute::f32: run_element<float>(p, i); break;
-      case compute::f64: run_element<double>(p, i); break;
-      case compute::i64: run_element<std::int64_t>(p, i); break;
-    }
+}
+
+inline void run_on_host(const elementwise_program& p) {
+  switch (p.ctype) {
+    case compute::f32: return run_on_host_as<float>(p);
+    case compute::f64: return run_on_host_as<double>(p);
+    case compute::i64: return run_on_host_as<std::int64_t>(p);
   }
 }
 
