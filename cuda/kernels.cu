@@ -20,32 +20,48 @@ constexpr int block_threads = 256;
 // reads it in place from the constant bank (the instructions are uniform across a warp, so
 // each read is one broadcast) instead of copying it to local memory. S is the register stack's
 // slot count (Note [Register stack]).
+// Flat programs and strided ones run in separate kernels: a kernel holding both paths needs
+// the registers of the larger, and E1 ran 20% slower in it (measured on an H200).
 template <class C, int S>
-__global__ void __launch_bounds__(block_threads) fused_kernel(const __grid_constant__ elementwise_program p) {
-  std::int64_t first = 0;
-  if (p.flat) {
-    // Note [Wide interpretation]: a block takes `lanes * blockDim` elements at a time; thread t
-    // runs the program once for elements base + j * blockDim + t (each load coalesced)
-    constexpr int lanes = dispatch::flat_lanes<S>;
-    const std::int64_t span = static_cast<std::int64_t>(blockDim.x) * lanes;
-    const std::int64_t whole = p.numel / span * span;
-    for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * span; base < whole;
-         base += static_cast<std::int64_t>(gridDim.x) * span)
-      dispatch::run_flat<C, S>(p, base + threadIdx.x, blockDim.x);
-    first = whole;
-  }
+__global__ void __launch_bounds__(block_threads) fused_flat_kernel(const __grid_constant__ elementwise_program p) {
+  // Note [Wide interpretation]: a block takes `lanes * blockDim` elements at a time; thread t
+  // runs the program once for elements base + j * blockDim + t (each load coalesced); the
+  // last span's missing elements are masked (Note [Flat tail])
+  constexpr int lanes = dispatch::flat_lanes<S>;
+  const std::int64_t span = static_cast<std::int64_t>(blockDim.x) * lanes;
+  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * span; base < p.numel;
+       base += static_cast<std::int64_t>(gridDim.x) * span)
+    dispatch::run_flat<C, S>(p, base + threadIdx.x, blockDim.x);
+}
+
+template <class C, int S>
+__global__ void __launch_bounds__(block_threads) fused_strided_kernel(const __grid_constant__ elementwise_program p) {
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = first + static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < p.numel; i += step)
     dispatch::run_element<C, S>(p, i);
 }
 
+template <class C, int S>
+void launch_fused_slots(const elementwise_program& p, unsigned grid, cudaStream_t s) {
+  if (p.flat) fused_flat_kernel<C, S><<<grid, block_threads, 0, s>>>(p);
+  else fused_strided_kernel<C, S><<<grid, block_threads, 0, s>>>(p);
+}
+
 template <class C>
 void launch_fused_as(const elementwise_program& p, unsigned grid, cudaStream_t s) {
-  switch (dispatch::stack_slots(dispatch::program_depth(p))) {
-    case 4: fused_kernel<C, 4><<<grid, block_threads, 0, s>>>(p); break;
-    case 8: fused_kernel<C, 8><<<grid, block_threads, 0, s>>>(p); break;
-    default: fused_kernel<C, 16><<<grid, block_threads, 0, s>>>(p); break;
+  // only the slot counts stack_slots<C> picks are instantiated
+  switch (dispatch::stack_slots<C>(dispatch::program_depth(p))) {
+    case 2:
+      if constexpr (dispatch::stack_slots<C>(2) == 2) launch_fused_slots<C, 2>(p, grid, s);
+      return;
+    case 4:
+      if constexpr (dispatch::stack_slots<C>(4) == 4) launch_fused_slots<C, 4>(p, grid, s);
+      return;
+    case 8:
+      if constexpr (dispatch::stack_slots<C>(8) == 8) launch_fused_slots<C, 8>(p, grid, s);
+      return;
+    default: launch_fused_slots<C, 16>(p, grid, s); return;
   }
 }
 
@@ -176,6 +192,11 @@ cudaError_t launch_dropout(const dispatch::dropout_problem& p, int sm_count, cud
 
 cudaError_t launch_fused(const elementwise_program& p, int sm_count, cudaStream_t s) {
   if (p.numel == 0) return cudaSuccess;
+  if (!p.finished) {  // the interpreter needs the dispatch keys (Note [One dispatch])
+    elementwise_program q = p;
+    dispatch::finish(q);
+    return launch_fused(q, sm_count, s);
+  }
   const auto grid = static_cast<unsigned>(grid_for(p.numel, sm_count));
   switch (p.ctype) {
     case dispatch::compute::f32: launch_fused_as<float>(p, grid, s); break;

@@ -188,8 +188,9 @@ TEST_CASE("cuda: matrix products match the CPU", "[cuda]") {
   // k * 2^-24 * (|A| |B|)_ij of the exact product (the standard bound): checked against the
   // float64 product with that bound, element by element
   const auto exact = em::matmul(a.to<double>(), b.to<double>());
-  const auto bound = em::tensor<double>(em::matmul(em::tensor<float>(em::abs(a)).to<double>(), em::tensor<float>(em::abs(b)).to<double>()) *
-                                        (129.0 * std::ldexp(1.0, -24)));
+  const auto abs_a = em::tensor<float>(em::abs(a)).to<double>();
+  const auto abs_b = em::tensor<float>(em::abs(b)).to<double>();
+  const auto bound = em::tensor<double>(em::matmul(abs_a, abs_b) * (129.0 * std::ldexp(1.0, -24)));
   const auto within = [&](const em::tensor<float>& got_any) {
     const em::tensor<double> got = got_any.to(em::cpu).to<double>().contiguous();
     const em::tensor<double> e = exact.contiguous(), b = bound.contiguous();

@@ -279,8 +279,9 @@ elementwise_program lower(T* out, const shape& out_strides, const shape& out_sha
 template <class T, class E>
 void run_elementwise(device dev, T* out, const shape& out_strides, const shape& out_shape,
                      const E& e, const char* what) {
-  const elementwise_program p = lower(out, out_strides, out_shape, e);
+  elementwise_program p = lower(out, out_strides, out_shape, e);
   if (p.numel == 0) return;
+  finish(p);
   kernel<op::fused>(dev, dtype_of<T>, what)(p, dev);
 }
 

@@ -50,11 +50,21 @@ struct leaf_ref {
   std::uint8_t dtype;
 };
 
+/// Where a binary op finds its operands (Note [Operand forms]).
+enum class operand_form : std::uint8_t {
+  stack = 0,       // both on the stack: pops one
+  rhs_scalar = 1,  // top op value
+  rhs_leaf = 2,    // top op leaf
+  lhs_scalar = 3,  // value op top
+};
+
 struct instr {
   std::uint16_t op;     // an ember::op value
   std::uint8_t dtype;   // op::cast: the target dtype
-  std::uint8_t leaf;    // op::leaf: the leaf's index
-  double value;         // op::scalar: the constant
+  std::uint8_t leaf;    // op::leaf, and binary ops of form rhs_leaf: the leaf's index
+  double value;         // op::scalar, and binary ops of form rhs/lhs_scalar: the constant
+  operand_form form = operand_form::stack;  // binary ops
+  std::uint16_t key = 0;  // the interpreter's dispatch key (Note [One dispatch]; set by finish)
 };
 
 struct elementwise_program {
@@ -64,6 +74,7 @@ struct elementwise_program {
   compute ctype = compute::f32;
   std::uint8_t out_dtype = code::f32;
   bool flat = false;  // output and every leaf contiguous with the output's shape: offset == index
+  bool finished = false;  // finish() ran: operands fused, dispatch keys set
   std::int64_t numel = 0;
   std::int64_t shape[max_rank] = {};
   void* out = nullptr;
@@ -224,98 +235,85 @@ EMBER_HD void each(C (&a)[N], const C (&b)[N], const F& f) {
   EMBER_UNROLL for (int j = 0; j < N; ++j) a[j] = f(a[j], b[j]);
 }
 
-/// x = o(x) on N lanes: one switch on the op for all of them.
-template <class C, int N>
-EMBER_HD void unary_op(std::uint16_t o, C (&x)[N]) {
+/// Unary op O on compute type C (int64: only the ops lowering admits on integers).
+template <std::uint16_t O, class C>
+EMBER_HD C unary(C x) {
   const C zero(0), one(1);
-  switch (o) {
-    case opc::neg: return each(x, [](C v) { return -v; });
-    case opc::abs: return each(x, [zero](C v) { return v < zero ? -v : v; });
-    case opc::square: return each(x, [](C v) { return v * v; });
-    case opc::relu: return each(x, [zero](C v) { return v < zero ? zero : v; });  // NaN propagates
-    case opc::sign:
-      return each(x, [zero, one](C v) { return (v > zero ? one : zero) - (v < zero ? one : zero); });
-    case opc::logical_not: return each(x, [zero, one](C v) { return v == zero ? one : zero; });
-    default: break;
-  }
-  if constexpr (std::is_integral_v<C>) {  // int64: no other unary op is lowered
-    return each(x, [zero](C) { return zero; });
-  } else {
-    switch (o) {
-      case opc::exp: return each(x, [](C v) { return m_exp(v); });
-      case opc::expm1: return each(x, [](C v) { return m_expm1(v); });
-      case opc::log: return each(x, [](C v) { return m_log(v); });
-      case opc::log1p: return each(x, [](C v) { return m_log1p(v); });
-      case opc::log2: return each(x, [](C v) { return m_log2(v); });
-      case opc::sqrt: return each(x, [](C v) { return m_sqrt(v); });
-      case opc::rsqrt: return each(x, [one](C v) { return one / m_sqrt(v); });
-      case opc::sin: return each(x, [](C v) { return m_sin(v); });
-      case opc::cos: return each(x, [](C v) { return m_cos(v); });
-      case opc::tanh: return each(x, [](C v) { return m_tanh(v); });
-      case opc::sigmoid: return each(x, [one](C v) { return one / (one + m_exp(-v)); });
-      case opc::gelu:
-        return each(x, [one](C v) { return C(0.5) * v * (one + m_erf(v * C(0.70710678118654752440))); });
-      case opc::gelu_tanh:
-        return each(x, [one](C v) {
-          const C k0 = C(0.7978845608028654), k1 = C(0.044715);
-          return C(0.5) * v * (one + m_tanh(k0 * (v + k1 * v * v * v)));
-        });
-      case opc::gelu_tanh_grad:
-        return each(x, [one](C v) {
-          const C k = C(0.7978845608028654), c = C(0.044715), half = C(0.5);
-          const C v2 = v * v;
-          const C t = m_tanh(k * (v + c * (v2 * v)));
-          return half * (one + t) + (half * k) * v * ((one - t * t) * (one + C(3 * 0.044715) * v2));
-        });
-      case opc::silu: return each(x, [one](C v) { return v / (one + m_exp(-v)); });
-      case opc::softplus: return each(x, [](C v) { return v > C(20) ? v : m_log1p(m_exp(v)); });
-      case opc::floor: return each(x, [](C v) { return m_floor(v); });
-      case opc::ceil: return each(x, [](C v) { return m_ceil(v); });
-      case opc::round: return each(x, [](C v) { return m_rint(v); });
-      case opc::reciprocal: return each(x, [one](C v) { return one / v; });
-      case opc::erf: return each(x, [](C v) { return m_erf(v); });
-      default: return each(x, [zero](C) { return zero; });
-    }
-  }
+  if constexpr (O == opc::neg) return -x;
+  else if constexpr (O == opc::abs) return x < zero ? -x : x;
+  else if constexpr (O == opc::square) return x * x;
+  else if constexpr (O == opc::relu) return x < zero ? zero : x;  // NaN propagates
+  else if constexpr (O == opc::sign) return (x > zero ? one : zero) - (x < zero ? one : zero);
+  else if constexpr (O == opc::logical_not) return x == zero ? one : zero;
+  else if constexpr (std::is_integral_v<C>) return zero;  // not lowered on integers
+  else if constexpr (O == opc::exp) return m_exp(x);
+  else if constexpr (O == opc::expm1) return m_expm1(x);
+  else if constexpr (O == opc::log) return m_log(x);
+  else if constexpr (O == opc::log1p) return m_log1p(x);
+  else if constexpr (O == opc::log2) return m_log2(x);
+  else if constexpr (O == opc::sqrt) return m_sqrt(x);
+  else if constexpr (O == opc::rsqrt) return one / m_sqrt(x);
+  else if constexpr (O == opc::sin) return m_sin(x);
+  else if constexpr (O == opc::cos) return m_cos(x);
+  else if constexpr (O == opc::tanh) return m_tanh(x);
+  else if constexpr (O == opc::sigmoid) return one / (one + m_exp(-x));
+  else if constexpr (O == opc::gelu) return C(0.5) * x * (one + m_erf(x * C(0.70710678118654752440)));
+  else if constexpr (O == opc::gelu_tanh) {
+    const C k0 = C(0.7978845608028654), k1 = C(0.044715);
+    return C(0.5) * x * (one + m_tanh(k0 * (x + k1 * x * x * x)));
+  } else if constexpr (O == opc::gelu_tanh_grad) {
+    const C k = C(0.7978845608028654), c = C(0.044715), half = C(0.5);
+    const C x2 = x * x;
+    const C t = m_tanh(k * (x + c * (x2 * x)));
+    return half * (one + t) + (half * k) * x * ((one - t * t) * (one + C(3 * 0.044715) * x2));
+  } else if constexpr (O == opc::silu) return x / (one + m_exp(-x));
+  else if constexpr (O == opc::softplus) return x > C(20) ? x : m_log1p(m_exp(x));
+  else if constexpr (O == opc::floor) return m_floor(x);
+  else if constexpr (O == opc::ceil) return m_ceil(x);
+  else if constexpr (O == opc::round) return m_rint(x);
+  else if constexpr (O == opc::reciprocal) return one / x;
+  else if constexpr (O == opc::erf) return m_erf(x);
+  else return zero;
 }
 
-/// a = o(a, b) on N lanes.
-template <class C, int N>
-EMBER_HD void binary_op(std::uint16_t o, C (&a)[N], const C (&b)[N]) {
+/// Binary op O on compute type C.
+template <std::uint16_t O, class C>
+EMBER_HD C binary(C a, C b) {
   const C zero(0), one(1);
-  switch (o) {
-    case opc::add: return each(a, b, [](C x, C y) { return x + y; });
-    case opc::sub: return each(a, b, [](C x, C y) { return x - y; });
-    case opc::mul: return each(a, b, [](C x, C y) { return x * y; });
-    case opc::maximum:  // NaN propagates
-      return each(a, b, [](C x, C y) { return (x > y || m_isnan(x)) ? x : y; });
-    case opc::minimum: return each(a, b, [](C x, C y) { return (x < y || m_isnan(x)) ? x : y; });
-    case opc::eq: return each(a, b, [zero, one](C x, C y) { return x == y ? one : zero; });
-    case opc::ne: return each(a, b, [zero, one](C x, C y) { return x == y ? zero : one; });
-    case opc::lt: return each(a, b, [zero, one](C x, C y) { return x < y ? one : zero; });
-    case opc::le: return each(a, b, [zero, one](C x, C y) { return x <= y ? one : zero; });
-    case opc::gt: return each(a, b, [zero, one](C x, C y) { return x > y ? one : zero; });
-    case opc::ge: return each(a, b, [zero, one](C x, C y) { return x >= y ? one : zero; });
-    case opc::logical_and:
-      return each(a, b, [zero, one](C x, C y) { return (x != zero && y != zero) ? one : zero; });
-    case opc::logical_or:
-      return each(a, b, [zero, one](C x, C y) { return (x != zero || y != zero) ? one : zero; });
-    case opc::leaky_relu: return each(a, b, [zero](C x, C y) { return x > zero ? x : x * y; });
-    default: break;
-  }
-  if constexpr (std::is_integral_v<C>) {
-    if (o == opc::div)  // C++ division; no trap on a GPU
-      return each(a, b, [zero](C x, C y) { return y == zero ? zero : x / y; });
-    return each(a, b, [zero](C, C) { return zero; });
-  } else {
-    switch (o) {
-      case opc::div: return each(a, b, [](C x, C y) { return x / y; });
-      case opc::pow: return each(a, b, [](C x, C y) { return m_pow(x, y); });
-      case opc::elu: return each(a, b, [zero](C x, C y) { return x > zero ? x : y * m_expm1(x); });
-      default: return each(a, b, [zero](C, C) { return zero; });
-    }
-  }
+  if constexpr (O == opc::add) return a + b;
+  else if constexpr (O == opc::sub) return a - b;
+  else if constexpr (O == opc::mul) return a * b;
+  else if constexpr (O == opc::maximum) return (a > b || m_isnan(a)) ? a : b;  // NaN propagates
+  else if constexpr (O == opc::minimum) return (a < b || m_isnan(a)) ? a : b;
+  else if constexpr (O == opc::eq) return a == b ? one : zero;
+  else if constexpr (O == opc::ne) return a == b ? zero : one;
+  else if constexpr (O == opc::lt) return a < b ? one : zero;
+  else if constexpr (O == opc::le) return a <= b ? one : zero;
+  else if constexpr (O == opc::gt) return a > b ? one : zero;
+  else if constexpr (O == opc::ge) return a >= b ? one : zero;
+  else if constexpr (O == opc::logical_and) return (a != zero && b != zero) ? one : zero;
+  else if constexpr (O == opc::logical_or) return (a != zero || b != zero) ? one : zero;
+  else if constexpr (O == opc::leaky_relu) return a > zero ? a : a * b;
+  else if constexpr (O == opc::div) {
+    if constexpr (std::is_integral_v<C>) return b == zero ? zero : a / b;  // no trap on a GPU
+    else return a / b;
+  } else if constexpr (std::is_integral_v<C>) return zero;  // not lowered on integers
+  else if constexpr (O == opc::pow) return m_pow(a, b);
+  else if constexpr (O == opc::elu) return a > zero ? a : b * m_expm1(a);
+  else return zero;
 }
+
+// Every unary and binary op the interpreter runs (the opc names), for its dispatch switch.
+#define EMBER_DISPATCH_UNARY(X)                                                                  \
+  X(neg) X(abs) X(exp) X(expm1) X(log) X(log1p) X(log2) X(sqrt) X(rsqrt) X(square) X(sin)        \
+  X(cos) X(tanh) X(sigmoid) X(relu) X(gelu) X(gelu_tanh) X(silu) X(softplus) X(sign) X(floor)    \
+  X(ceil) X(round) X(reciprocal) X(erf) X(logical_not) X(gelu_tanh_grad)
+#define EMBER_DISPATCH_BINARY(X)                                                                 \
+  X(add) X(sub) X(mul) X(div) X(maximum) X(minimum) X(eq) X(ne) X(lt) X(le) X(gt) X(ge)         \
+  X(logical_and) X(logical_or) X(leaky_relu)
+// binary ops whose operands always come from the stack (finish does not fuse them: each
+// operand form would inline another copy of their math into every kernel; Note [One dispatch])
+#define EMBER_DISPATCH_BINARY_STACK(X) X(pow) X(elu)
 
 /// The offset of element `i` (a row-major index over `shape`) in every leaf and the output.
 struct offsets {
@@ -337,28 +335,127 @@ EMBER_HD void compute_offsets(const elementwise_program& p, std::int64_t i, offs
 
 }  // namespace detail
 
+EMBER_HD constexpr bool is_binary(std::uint16_t o) {
+  return o >= 40 && o != opc::where && o != opc::clamp && o != opc::cast;
+}
+
 /// The most values p's stack holds at once.
 EMBER_HD int program_depth(const elementwise_program& p) {
   int sp = 0, most = 0;
   for (int pc = 0; pc < p.n_code; ++pc) {
-    const std::uint16_t o = p.code[pc].op;
-    if (o == opc::leaf || o == opc::scalar) ++sp;
-    else if (o == opc::where || o == opc::clamp) sp -= 2;
-    else if (o >= 40 && o != opc::cast) --sp;  // binary ops
+    const instr& in = p.code[pc];
+    if (in.op == opc::leaf || in.op == opc::scalar) ++sp;
+    else if (in.op == opc::where || in.op == opc::clamp) sp -= 2;
+    else if (is_binary(in.op) && in.form == operand_form::stack) --sp;
     most = sp > most ? sp : most;
   }
   return most;
 }
 
-/// The register stack's slot count for a program of depth d: 4, 8 or 16 (max_stack).
-EMBER_HD constexpr int stack_slots(int depth) { return depth <= 4 ? 4 : depth <= 8 ? 8 : 16; }
+/// The register stack's slot count for a program of depth d in compute type C. float, the
+/// type that training runs in, has kernels for 2, 4, 8 and 16 slots; double for 4 and 16;
+/// int64 (index arithmetic) for 16 (each kernel costs nvcc ~8 s per architecture).
+template <class C>
+EMBER_HD constexpr int stack_slots(int depth) {
+  if constexpr (std::is_same_v<C, float>) return depth <= 2 ? 2 : depth <= 4 ? 4 : depth <= 8 ? 8 : 16;
+  else if constexpr (std::is_same_v<C, double>) return depth <= 4 ? 4 : 16;
+  else return 16;
+}
+
+/// Note [One dispatch]: finish gives each instruction a key, a dense index over every case of
+/// the interpreter (each op, and each binary op once per operand form), and the interpreter
+/// switches on it once: every case is straight-line code for its op, its operands and its
+/// slots. The keys are dense (0 to key::count) so that the switch compiles to one indexed
+/// branch: with keys op * 4 + form (37% dense) nvcc built a tree of compares instead, 1262 of
+/// them in the float kernel. pow and elu keep their operands on the stack: each operand form
+/// is another inlined copy of an op's math in every kernel, and nvcc's time grows with them.
+/// Measured on an H200, E1 on 64M floats (microbenchmark): a switch on the op, then on the
+/// operand form, then on the op again ran at 0.65 of the copy bandwidth; one switch, 0.74.
+/// Run-time switches cost more than the stack's register moves.
+namespace key {
+enum : std::uint16_t {
+  leaf, scalar, cast, where, clamp,
+#define EMBER_KEY_UNARY(name) unary_##name,
+  EMBER_DISPATCH_UNARY(EMBER_KEY_UNARY)
+#undef EMBER_KEY_UNARY
+  // in operand_form's order: key = name##_stack + form
+#define EMBER_KEY_BINARY(name) name##_stack, name##_rhs_scalar, name##_rhs_leaf, name##_lhs_scalar,
+  EMBER_DISPATCH_BINARY(EMBER_KEY_BINARY)
+#undef EMBER_KEY_BINARY
+#define EMBER_KEY_BINARY_STACK(name) name##_stack,
+  EMBER_DISPATCH_BINARY_STACK(EMBER_KEY_BINARY_STACK)
+#undef EMBER_KEY_BINARY_STACK
+  count
+};
+}  // namespace key
+
+/// The key of an instruction (key::count: an op the interpreter does not run).
+inline std::uint16_t key_of(const instr& in) {
+  const auto form = static_cast<std::uint16_t>(in.form);
+  switch (in.op) {
+    case opc::leaf: return key::leaf;
+    case opc::scalar: return key::scalar;
+    case opc::cast: return key::cast;
+    case opc::where: return key::where;
+    case opc::clamp: return key::clamp;
+#define EMBER_KEY_UNARY(name) case opc::name: return key::unary_##name;
+    EMBER_DISPATCH_UNARY(EMBER_KEY_UNARY)
+#undef EMBER_KEY_UNARY
+#define EMBER_KEY_BINARY(name) case opc::name: return static_cast<std::uint16_t>(key::name##_stack + form);
+    EMBER_DISPATCH_BINARY(EMBER_KEY_BINARY)
+#undef EMBER_KEY_BINARY
+#define EMBER_KEY_BINARY_STACK(name) case opc::name: return key::name##_stack;
+    EMBER_DISPATCH_BINARY_STACK(EMBER_KEY_BINARY_STACK)
+#undef EMBER_KEY_BINARY_STACK
+    default: return key::count;
+  }
+}
+
+/// Note [Operand forms]: most binary ops in real expressions take a constant or a tensor as
+/// one operand (`1.5f * x`, `m * beta1`, `g + w * decay`). Pushing that operand only to pop it
+/// again costs the interpreter a dispatch and two stack shifts (Note [Register stack]). finish
+/// rewrites, in place:
+///   scalar v; op          ->  op(rhs_scalar v)     top = top op v
+///   leaf k; op            ->  op(rhs_leaf k)       top = top op leaf k
+///   scalar v; leaf k; op  ->  leaf k; op(lhs_scalar v)
+/// (a subexpression that ends with `scalar` or `leaf` is that one instruction, so these are
+/// exactly the ops whose right, or left, operand is a constant or a tensor). E1,
+/// `1.5 x - 0.5 y + 0.25`, goes from 9 instructions and depth 3 to 6 and depth 2. The
+/// arithmetic is unchanged: each op gets the same operands in the same order. Then every
+/// instruction gets its dispatch key (Note [One dispatch]).
+inline void finish(elementwise_program& p) {
+  if (p.finished) return;
+  int n = 0;  // instructions kept so far (the rewrite never lengthens the code)
+  for (int pc = 0; pc < p.n_code; ++pc) {
+    instr in = p.code[pc];
+    if (is_binary(in.op) && in.op != opc::pow && in.op != opc::elu &&
+        in.form == operand_form::stack && n >= 2) {
+      const instr rhs = p.code[n - 1];
+      if (rhs.op == opc::leaf && p.code[n - 2].op == opc::scalar) {
+        in.form = operand_form::lhs_scalar;  // scalar v; leaf k; op
+        in.value = p.code[n - 2].value;
+        p.code[n - 2] = rhs;
+        --n;
+      } else if (rhs.op == opc::scalar || rhs.op == opc::leaf) {
+        in.form = rhs.op == opc::scalar ? operand_form::rhs_scalar : operand_form::rhs_leaf;
+        in.value = rhs.value;
+        in.leaf = rhs.leaf;
+        --n;
+      }
+    }
+    p.code[n++] = in;
+  }
+  p.n_code = n;
+  for (int pc = 0; pc < n; ++pc) p.code[pc].key = key_of(p.code[pc]);
+  p.finished = true;
+}
 
 // Note [Register stack]: a GPU thread's array indexed at run time lives in local memory (a
 // stack frame in L1 that spills to L2), which an interpreter with `stack[sp++]` would touch on
 // every push and pop. Here the top of the stack is always slot 0, and every slot index is a
 // compile-time constant: a push shifts the S slots down one; an op of arity n leaves its result
 // in slot n - 1 and shifts the slots up n - 1 (unrolled register moves, no memory). S is the
-// program's depth rounded up to 4, 8 or 16 (stack_slots; the kernel is instantiated for each),
+// program's depth rounded up to 2, 4, 8 or 16 (stack_slots; the kernel is instantiated for each),
 // so a shallow program such as E1 (depth 3) moves 4 slots.
 namespace detail {
 
@@ -367,6 +464,11 @@ EMBER_HD void pop(C (&r)[S][N]) {
   EMBER_UNROLL for (int s = 0; s + M < S; ++s) {
     EMBER_UNROLL for (int j = 0; j < N; ++j) r[s][j] = r[s + M][j];
   }
+}
+
+template <int N, class C>
+EMBER_HD void fill(C (&x)[N], C v) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) x[j] = v;
 }
 
 template <int S, int N, class C>
@@ -384,36 +486,70 @@ EMBER_HD void push(C (&r)[S][N]) {
 template <class C, int S, int N, class Leaf>
 EMBER_HD void run_program(const elementwise_program& p, const Leaf& leaf, C (&result)[N]) {
   C r[S][N] = {};
+  std::uint16_t next = p.n_code > 0 ? p.code[0].key : std::uint16_t{key::count};
   for (int pc = 0; pc < p.n_code; ++pc) {
-    const instr in = p.code[pc];
-    switch (in.op) {
-      case opc::leaf:
+    const instr& in = p.code[pc];
+    const std::uint16_t k = next;  // the next key is fetched before this one's case runs
+    if (pc + 1 < p.n_code) next = p.code[pc + 1].key;
+    C o[N];
+    switch (k) {
+      case key::leaf: detail::push(r); leaf(in.leaf, r[0]); break;
+      case key::scalar:
         detail::push(r);
-        leaf(in.leaf, r[0]);
+        detail::fill(r[0], static_cast<C>(in.value));
         break;
-      case opc::scalar:
-        detail::push(r);
-        EMBER_UNROLL for (int j = 0; j < N; ++j) r[0][j] = static_cast<C>(in.value);
+      case key::cast:
+        detail::each(r[0], [&in](C v) { return detail::cast_to(in.dtype, v); });
         break;
-      case opc::cast: detail::each(r[0], [&in](C v) { return detail::cast_to(in.dtype, v); }); break;
-      case opc::where:  // (condition, a, b) at slots 2, 1, 0
-        EMBER_UNROLL for (int j = 0; j < N; ++j) r[2][j] = r[2][j] != C(0) ? r[1][j] : r[0][j];
-        detail::pop<2>(r);
-        break;
-      case opc::clamp:  // (x, lo, hi) at slots 2, 1, 0; NaN propagates
-        EMBER_UNROLL for (int j = 0; j < N; ++j) {
-          const C x = r[2][j], lo = r[1][j], hi = r[0][j];
-          r[2][j] = x < lo ? lo : (x > hi ? hi : x);
+      case key::where:  // (condition, a, b) at slots 2, 1, 0 (depth >= 3)
+        if constexpr (S >= 3) {
+          EMBER_UNROLL for (int j = 0; j < N; ++j) r[2][j] = r[2][j] != C(0) ? r[1][j] : r[0][j];
+          detail::pop<2>(r);
         }
-        detail::pop<2>(r);
         break;
-      default:
-        if (in.op < 40) {
-          detail::unary_op(in.op, r[0]);
-        } else {
-          detail::binary_op(in.op, r[1], r[0]);
-          detail::pop<1>(r);
+      case key::clamp:  // (x, lo, hi) at slots 2, 1, 0; NaN propagates
+        if constexpr (S >= 3) {
+          EMBER_UNROLL for (int j = 0; j < N; ++j) {
+            const C x = r[2][j], lo = r[1][j], hi = r[0][j];
+            r[2][j] = x < lo ? lo : (x > hi ? hi : x);
+          }
+          detail::pop<2>(r);
         }
+        break;
+#define EMBER_UNARY_CASE(name)                                                \
+      case key::unary_##name:                                                 \
+        detail::each(r[0], [](C v) { return detail::unary<opc::name>(v); });  \
+        break;
+      EMBER_DISPATCH_UNARY(EMBER_UNARY_CASE)
+#undef EMBER_UNARY_CASE
+#define EMBER_BINARY_CASE(name)                                                                 \
+      case key::name##_stack:                                                                  \
+        detail::each(r[1], r[0], [](C a, C b) { return detail::binary<opc::name>(a, b); });     \
+        detail::pop<1>(r);                                                                      \
+        break;                                                                                  \
+      case key::name##_rhs_scalar:                                                             \
+        detail::fill(o, static_cast<C>(in.value));                                              \
+        detail::each(r[0], o, [](C a, C b) { return detail::binary<opc::name>(a, b); });        \
+        break;                                                                                  \
+      case key::name##_lhs_scalar:                                                             \
+        detail::fill(o, static_cast<C>(in.value));                                              \
+        detail::each(o, r[0], [](C a, C b) { return detail::binary<opc::name>(a, b); });        \
+        detail::each(r[0], o, [](C, C b) { return b; });                                        \
+        break;                                                                                  \
+      case key::name##_rhs_leaf:                                                               \
+        leaf(in.leaf, o);                                                                       \
+        detail::each(r[0], o, [](C a, C b) { return detail::binary<opc::name>(a, b); });        \
+        break;
+#define EMBER_BINARY_STACK_CASE(name)                                                           \
+      case key::name##_stack:                                                                  \
+        detail::each(r[1], r[0], [](C a, C b) { return detail::binary<opc::name>(a, b); });     \
+        detail::pop<1>(r);                                                                      \
+        break;
+      EMBER_DISPATCH_BINARY(EMBER_BINARY_CASE)
+      EMBER_DISPATCH_BINARY_STACK(EMBER_BINARY_STACK_CASE)
+#undef EMBER_BINARY_STACK_CASE
+#undef EMBER_BINARY_CASE
+      default: break;  // key::count: lowering emits no such op
     }
   }
   EMBER_UNROLL for (int j = 0; j < N; ++j) result[j] = r[0][j];
@@ -427,10 +563,59 @@ inline constexpr int prefetched_leaves = 4;
 
 namespace detail {
 
-/// Lane j of leaf k at element offset(j), in C.
-template <class C, int N, class Offset>
-EMBER_HD void load_lanes(const leaf_ref& l, const Offset& offset, C (&v)[N]) {
-  EMBER_UNROLL for (int j = 0; j < N; ++j) v[j] = load<C>(l.dtype, l.data, offset(j));
+template <class T, class C, int N>
+EMBER_HD void load_lanes_as(const void* data, const std::int64_t (&at)[N], C (&v)[N]) {
+  const T* p = static_cast<const T*>(data);
+  if constexpr (std::is_same_v<T, bool>) {
+    EMBER_UNROLL for (int j = 0; j < N; ++j) v[j] = p[at[j]] ? C(1) : C(0);
+  } else {
+    EMBER_UNROLL for (int j = 0; j < N; ++j) v[j] = static_cast<C>(p[at[j]]);
+  }
+}
+
+/// v[j] = the leaf's element at offset at[j], in C. One switch on the dtype for all N lanes
+/// (Note [Leaf prefetch]).
+template <class C, int N>
+EMBER_HD void load_lanes(const leaf_ref& l, const std::int64_t (&at)[N], C (&v)[N]) {
+  switch (l.dtype) {
+    case code::f32: return load_lanes_as<float>(l.data, at, v);
+    case code::f64: return load_lanes_as<double>(l.data, at, v);
+    case code::i32: return load_lanes_as<std::int32_t>(l.data, at, v);
+    case code::i64: return load_lanes_as<std::int64_t>(l.data, at, v);
+    case code::u8: return load_lanes_as<std::uint8_t>(l.data, at, v);
+    case code::boolean: return load_lanes_as<bool>(l.data, at, v);
+    case code::i8: return load_lanes_as<std::int8_t>(l.data, at, v);
+    case code::i16: return load_lanes_as<std::int16_t>(l.data, at, v);
+    default: return fill(v, C(0));  // lowering admits no other dtype
+  }
+}
+
+template <class T, class C, int N>
+EMBER_HD void store_lanes_as(void* data, const std::int64_t (&at)[N], int lanes, const C (&v)[N]) {
+  T* p = static_cast<T*>(data);
+  EMBER_UNROLL for (int j = 0; j < N; ++j) {
+    if (j < lanes) {
+      if constexpr (std::is_same_v<T, bool>) p[at[j]] = v[j] != C(0);
+      else p[at[j]] = static_cast<T>(v[j]);
+    }
+  }
+}
+
+/// Stores lanes 0..lanes-1 of v at offsets at[j], converted as store() does.
+template <class C, int N>
+EMBER_HD void store_lanes(std::uint8_t dt, void* data, const std::int64_t (&at)[N], int lanes,
+                          const C (&v)[N]) {
+  switch (dt) {
+    case code::f32: return store_lanes_as<float>(data, at, lanes, v);
+    case code::f64: return store_lanes_as<double>(data, at, lanes, v);
+    case code::i32: return store_lanes_as<std::int32_t>(data, at, lanes, v);
+    case code::i64: return store_lanes_as<std::int64_t>(data, at, lanes, v);
+    case code::u8: return store_lanes_as<std::uint8_t>(data, at, lanes, v);
+    case code::boolean: return store_lanes_as<bool>(data, at, lanes, v);
+    case code::i8: return store_lanes_as<std::int8_t>(data, at, lanes, v);
+    case code::i16: return store_lanes_as<std::int16_t>(data, at, lanes, v);
+    default: return;
+  }
 }
 
 template <int N, class C>
@@ -455,13 +640,24 @@ EMBER_HD void copy_lanes(const C (&from)[N], C (&to)[N]) {
 template <int S>
 inline constexpr int flat_lanes = S <= 8 ? wide : 1;
 
+/// Runs a flat program for elements first + j * step, j < flat_lanes<S>, of those below
+/// p.numel (Note [Flat tail]).
 template <class C, int S>
 EMBER_HD void run_flat(const elementwise_program& p, std::int64_t first, std::int64_t step) {
   constexpr int n = flat_lanes<S>;
-  const auto offset = [first, step](int j) { return first + j * step; };
+  // Note [Flat tail]: lanes past the end read the last element and store nothing, so the
+  // tail of a flat program runs through this same code: a second interpreter in the kernel
+  // for the tail (one lane) cost E1 20% (measured on an H200: registers and code size).
+  std::int64_t at[n];
+  int lanes = 0;
+  EMBER_UNROLL for (int j = 0; j < n; ++j) {
+    const std::int64_t i = first + j * step;
+    lanes += i < p.numel ? 1 : 0;
+    at[j] = i < p.numel ? i : p.numel - 1;
+  }
   C pre[prefetched_leaves][n];
   EMBER_UNROLL for (int k = 0; k < prefetched_leaves; ++k) {
-    if (k < p.n_leaves) detail::load_lanes(p.leaves[k], offset, pre[k]);
+    if (k < p.n_leaves) detail::load_lanes(p.leaves[k], at, pre[k]);
   }
   const auto leaf = [&](int k, C (&v)[n]) {
     static_assert(prefetched_leaves == 4);
@@ -470,24 +666,19 @@ EMBER_HD void run_flat(const elementwise_program& p, std::int64_t first, std::in
       case 1: return detail::copy_lanes(pre[1], v);
       case 2: return detail::copy_lanes(pre[2], v);
       case 3: return detail::copy_lanes(pre[3], v);
-      default: return detail::load_lanes(p.leaves[k], offset, v);
+      default: return detail::load_lanes(p.leaves[k], at, v);
     }
   };
   C v[n];
   run_program<C, S>(p, leaf, v);
-  EMBER_UNROLL for (int j = 0; j < n; ++j) detail::store(p.out_dtype, p.out, first + j * step, v[j]);
+  detail::store_lanes(p.out_dtype, p.out, at, lanes, v);
 }
 
-/// Computes and stores output element i, one lane (the body of the CUDA kernel's loop for
-/// strided programs and a flat program's tail).
+/// Computes and stores output element i of a strided program (the body of the CUDA kernel's
+/// loop for strided programs).
 template <class C, int S>
 EMBER_HD void run_element(const elementwise_program& p, std::int64_t i) {
   C v[1];
-  if (p.flat) {  // every offset is i: no per-leaf offsets to compute or keep
-    run_program<C, S>(p, [&p, i](int k, C (&x)[1]) { x[0] = detail::load<C>(p.leaves[k].dtype, p.leaves[k].data, i); }, v);
-    detail::store(p.out_dtype, p.out, i, v[0]);
-    return;
-  }
   detail::offsets o;
   detail::compute_offsets(p, i, o);
   run_program<C, S>(p, [&p, &o](int k, C (&x)[1]) { x[0] = detail::load<C>(p.leaves[k].dtype, p.leaves[k].data, o.leaf[k]); }, v);
@@ -650,25 +841,29 @@ void dropout_on_host(const dropout_problem& p) {
 }
 
 /// Runs a whole program on the host (tests; the CPU path itself is the SIMD evaluator), as the
-/// kernel does: flat programs in groups of flat_lanes elements, then element by element.
+/// kernels do: flat programs in groups of flat_lanes elements, strided ones element by element.
 template <class C, int S>
 void run_on_host_as(const elementwise_program& p) {
-  std::int64_t i = 0;
-  if (p.flat)
-    for (; i + flat_lanes<S> <= p.numel; i += flat_lanes<S>) run_flat<C, S>(p, i, 1);
-  for (; i < p.numel; ++i) run_element<C, S>(p, i);
+  if (p.flat) {
+    for (std::int64_t i = 0; i < p.numel; i += flat_lanes<S>) run_flat<C, S>(p, i, 1);
+  } else {
+    for (std::int64_t i = 0; i < p.numel; ++i) run_element<C, S>(p, i);
+  }
 }
 
 template <class C>
 void run_on_host_as(const elementwise_program& p) {
-  switch (stack_slots(program_depth(p))) {
-    case 4: return run_on_host_as<C, 4>(p);
-    case 8: return run_on_host_as<C, 8>(p);
-    default: return run_on_host_as<C, 16>(p);
+  switch (stack_slots<C>(program_depth(p))) {
+    case 2: if constexpr (stack_slots<C>(2) == 2) return run_on_host_as<C, 2>(p); break;
+    case 4: if constexpr (stack_slots<C>(4) == 4) return run_on_host_as<C, 4>(p); break;
+    case 8: if constexpr (stack_slots<C>(8) == 8) return run_on_host_as<C, 8>(p); break;
+    default: break;
   }
+  run_on_host_as<C, 16>(p);
 }
 
-inline void run_on_host(const elementwise_program& p) {
+inline void run_on_host(elementwise_program p) {
+  finish(p);
   switch (p.ctype) {
     case compute::f32: return run_on_host_as<float>(p);
     case compute::f64: return run_on_host_as<double>(p);

@@ -82,6 +82,7 @@ inline void run_raw(device dev, void* out, dtype out_type, const shape& out_size
     p.code[p.n_code++] = in;
   }
   p.flat = flat;
+  finish(p);
   kernel<op::fused>(dev, out_type, what)(p, dev);
 }
 
