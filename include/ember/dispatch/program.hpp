@@ -365,13 +365,14 @@ EMBER_HD constexpr int stack_slots(int depth) {
 /// Note [One dispatch]: finish gives each instruction a key, a dense index over every case of
 /// the interpreter (each op, and each binary op once per operand form), and the interpreter
 /// switches on it once: every case is straight-line code for its op, its operands and its
-/// slots. The keys are dense (0 to key::count) so that the switch compiles to one indexed
-/// branch: with keys op * 4 + form (37% dense) nvcc built a tree of compares instead, 1262 of
-/// them in the float kernel. pow and elu keep their operands on the stack: each operand form
+/// slots, with no second switch on the op inside. Measured on an H200, E1 on 64M floats
+/// (microbenchmark): a switch on the op, then on the operand form, then on the op again ran at
+/// 0.65 of the copy bandwidth; one switch, 0.74. Run-time switches cost more than the stack's
+/// register moves. The keys are dense (0 to key::count) to let nvcc use a jump table; for the
+/// full switch (about 100 cases) it still emitted a tree of compares on sm_90 (no BRX in the
+/// flat kernel's SASS), which is most of what separates the interpreter from a compiled kernel
+/// (docs/benchmarks.md, "G1"). pow and elu keep their operands on the stack: each operand form
 /// is another inlined copy of an op's math in every kernel, and nvcc's time grows with them.
-/// Measured on an H200, E1 on 64M floats (microbenchmark): a switch on the op, then on the
-/// operand form, then on the op again ran at 0.65 of the copy bandwidth; one switch, 0.74.
-/// Run-time switches cost more than the stack's register moves.
 namespace key {
 enum : std::uint16_t {
   leaf, scalar, cast, where, clamp,

@@ -445,13 +445,35 @@ tensor<T> row_stats(const tensor<T>& x, std::int64_t rows, std::int64_t m, doubl
   return corr;
 }
 
+/// Note [Device row norms]: layer_norm and group_norm on a device normalize the rows of a
+/// (rows, m) view with the device's reductions (mean and biased variance per row, accumulated
+/// in double, as batch norm's: Note [Device batch norm]) and one fused pass for the output;
+/// the CPU's centering correction (Note [Norm centering]) is not applied. `affine(xhat)`
+/// applies the weight and bias. The backward is the ops' *_record, unchanged: it is written
+/// with ember ops, which have device paths.
+template <class T, class Affine>
+norm_rows_result<T> device_row_norm(const tensor<T>& x, std::int64_t rows, std::int64_t m,
+                                    double eps, const shape& stat_shape, const shape& view,
+                                    const Affine& affine) {
+  no_grad_guard ng;
+  const tensor<T> x2 = x.view({rows, m});
+  norm_rows_result<T> r;
+  r.mean = ember::mean(x2, std::int64_t{1}, true);
+  r.rstd = ember::rsqrt(ember::var(x2, std::int64_t{1}, false, true) + static_cast<T>(eps));
+  const tensor<T> xhat = (x2 - r.mean) * r.rstd;
+  r.output = affine(xhat.view(view)).view(x.shape());
+  r.mean = r.mean.view(stat_shape);
+  r.rstd = r.rstd.view(stat_shape);
+  return r;
+}
+
 /// layer_norm with its saved statistics (see nn::functional::layer_norm).
 template <class E>
 norm_rows_result<value_type_t<E>> layer_norm_forward(
     const E& input, const nn::functional::layer_norm_options<value_type_t<E>>& o) {
   using T = value_type_t<E>;
   constexpr const char* op = "layer_norm";
-  const tensor<T> x = norm_input(input, op);
+  const tensor<T> x = norm_input(input, op, true);
   const shape& ns = o.normalized_shape;
   const std::int64_t k = ns.rank(), lead = x.dim() - k;
   check(k >= 1, errc::shape, op, ": normalized_shape must have at least one dimension, got ", ns);
@@ -472,6 +494,14 @@ norm_rows_result<value_type_t<E>> layer_norm_forward(
   shape stat_shape(x.shape().begin(), x.shape().begin() + lead);
   const std::int64_t m = ns.numel(), rows = stat_shape.numel();
   for (std::int64_t d = 0; d < k; ++d) stat_shape.push_back(1);
+  if (!x.device().is_cpu()) {  // Note [Device row norms]
+    return device_row_norm(x, rows, m, o.eps, stat_shape, shape{rows, m}, [&](const tensor<T>& xh) {
+      if (o.weight.defined() && o.bias.defined()) return tensor<T>(xh * o.weight.reshape({m}) + o.bias.reshape({m}));
+      if (o.weight.defined()) return tensor<T>(xh * o.weight.reshape({m}));
+      if (o.bias.defined()) return tensor<T>(xh + o.bias.reshape({m}));
+      return xh;
+    });
+  }
   norm_rows_result<T> r;
   const tensor<T> corr = row_stats(x, rows, m, o.eps, stat_shape, r).view({rows, 1});
   // y = ((x - mean) * rstd) * weight + bias over the view (rows, m): one fused pass
@@ -496,7 +526,7 @@ norm_rows_result<value_type_t<E>> group_norm_forward(
     const nn::functional::group_norm_options<value_type_t<E>>& o) {
   using T = value_type_t<E>;
   constexpr const char* op = "group_norm";
-  const tensor<T> x = norm_input(input, op);
+  const tensor<T> x = norm_input(input, op, true);
   check(x.dim() >= 2, errc::shape, op, ": expected an input of shape (N, C) or (N, C, *), got ",
         "shape ", x.shape());
   const std::int64_t N = x.size(0), C = x.size(1), G = num_groups;
@@ -507,6 +537,16 @@ norm_rows_result<value_type_t<E>> group_norm_forward(
   check_channel_param(o.bias, C, x, op, "bias");
   check(std::isfinite(o.eps) && o.eps >= 0, errc::value, op, ": eps must be >= 0, got ", o.eps);
   const std::int64_t S = N * C != 0 ? x.numel() / (N * C) : 0, cg = C / G;
+  if (!x.device().is_cpu()) {  // Note [Device row norms]
+    const shape wshape{G, cg, 1};
+    return device_row_norm(x, N * G, cg * S, o.eps, shape{N, G}, shape{N, G, cg, S},
+                           [&](const tensor<T>& xh) {
+      if (o.weight.defined() && o.bias.defined()) return tensor<T>(xh * o.weight.reshape(wshape) + o.bias.reshape(wshape));
+      if (o.weight.defined()) return tensor<T>(xh * o.weight.reshape(wshape));
+      if (o.bias.defined()) return tensor<T>(xh + o.bias.reshape(wshape));
+      return xh;
+    });
+  }
   norm_rows_result<T> r;
   const tensor<T> corr =
       row_stats(x, N * G, cg * S, o.eps, shape{N, G}, r).view({N, G, 1, 1});
