@@ -21,7 +21,7 @@ constexpr int block_threads = 256;
 // each read is one broadcast) instead of copying it to local memory. S is the register stack's
 // slot count (Note [Register stack]).
 // Flat programs and strided ones run in separate kernels: a kernel holding both paths needs
-// the registers of the larger, and E1 ran 20% slower in it (measured on an H200).
+// the registers and code of both, and E1 ran 20% slower in it (H200, microbenchmark).
 template <class C, int S>
 __global__ void __launch_bounds__(block_threads) fused_flat_kernel(const __grid_constant__ elementwise_program p) {
   // Note [Wide interpretation]: a block takes `lanes * blockDim` elements at a time; thread t

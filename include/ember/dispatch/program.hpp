@@ -456,8 +456,8 @@ inline void finish(elementwise_program& p) {
 // every push and pop. Here the top of the stack is always slot 0, and every slot index is a
 // compile-time constant: a push shifts the S slots down one; an op of arity n leaves its result
 // in slot n - 1 and shifts the slots up n - 1 (unrolled register moves, no memory). S is the
-// program's depth rounded up to 2, 4, 8 or 16 (stack_slots; the kernel is instantiated for each),
-// so a shallow program such as E1 (depth 3) moves 4 slots.
+// program's depth rounded up to one of the sizes the kernels are instantiated for
+// (stack_slots), so a shallow program such as E1 (depth 2 once finished) moves 2 slots.
 namespace detail {
 
 template <int M, int S, int N, class C>
