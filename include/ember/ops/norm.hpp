@@ -448,20 +448,25 @@ tensor<T> row_stats(const tensor<T>& x, std::int64_t rows, std::int64_t m, doubl
 /// Note [Device row norms]: layer_norm and group_norm on a device normalize the rows of a
 /// (rows, m) view with the device's reductions (mean and biased variance per row, accumulated
 /// in double, as batch norm's: Note [Device batch norm]) and one fused pass for the output;
-/// the CPU's centering correction (Note [Norm centering]) is not applied. `affine(xhat)`
-/// applies the weight and bias. The backward is the ops' *_record, unchanged: it is written
-/// with ember ops, which have device paths.
-template <class T, class Affine>
+/// the CPU's centering correction (Note [Norm centering]) is not applied. The optional weight
+/// and bias (either may be undefined) apply reshaped to `wshape` over the normalized values
+/// viewed as `view`. The backward is the ops' *_record, unchanged: it is written with ember
+/// ops, which have device paths.
+template <class T>
 norm_rows_result<T> device_row_norm(const tensor<T>& x, std::int64_t rows, std::int64_t m,
                                     double eps, const shape& stat_shape, const shape& view,
-                                    const Affine& affine) {
+                                    const tensor<T>& weight, const tensor<T>& bias,
+                                    const shape& wshape) {
   no_grad_guard ng;
   const tensor<T> x2 = x.view({rows, m});
   norm_rows_result<T> r;
   r.mean = ember::mean(x2, std::int64_t{1}, true);
   r.rstd = ember::rsqrt(ember::var(x2, std::int64_t{1}, false, true) + static_cast<T>(eps));
-  const tensor<T> xhat = (x2 - r.mean) * r.rstd;
-  r.output = affine(xhat.view(view)).view(x.shape());
+  tensor<T> y = tensor<T>((x2 - r.mean) * r.rstd).view(view);
+  if (weight.defined() && bias.defined()) y = y * weight.reshape(wshape) + bias.reshape(wshape);
+  else if (weight.defined()) y = y * weight.reshape(wshape);
+  else if (bias.defined()) y = y + bias.reshape(wshape);
+  r.output = y.view(x.shape());
   r.mean = r.mean.view(stat_shape);
   r.rstd = r.rstd.view(stat_shape);
   return r;
@@ -495,12 +500,8 @@ norm_rows_result<value_type_t<E>> layer_norm_forward(
   const std::int64_t m = ns.numel(), rows = stat_shape.numel();
   for (std::int64_t d = 0; d < k; ++d) stat_shape.push_back(1);
   if (!x.device().is_cpu()) {  // Note [Device row norms]
-    return device_row_norm(x, rows, m, o.eps, stat_shape, shape{rows, m}, [&](const tensor<T>& xh) {
-      if (o.weight.defined() && o.bias.defined()) return tensor<T>(xh * o.weight.reshape({m}) + o.bias.reshape({m}));
-      if (o.weight.defined()) return tensor<T>(xh * o.weight.reshape({m}));
-      if (o.bias.defined()) return tensor<T>(xh + o.bias.reshape({m}));
-      return xh;
-    });
+    return device_row_norm(x, rows, m, o.eps, stat_shape, shape{rows, m}, o.weight, o.bias,
+                           shape{m});
   }
   norm_rows_result<T> r;
   const tensor<T> corr = row_stats(x, rows, m, o.eps, stat_shape, r).view({rows, 1});
@@ -538,14 +539,8 @@ norm_rows_result<value_type_t<E>> group_norm_forward(
   check(std::isfinite(o.eps) && o.eps >= 0, errc::value, op, ": eps must be >= 0, got ", o.eps);
   const std::int64_t S = N * C != 0 ? x.numel() / (N * C) : 0, cg = C / G;
   if (!x.device().is_cpu()) {  // Note [Device row norms]
-    const shape wshape{G, cg, 1};
-    return device_row_norm(x, N * G, cg * S, o.eps, shape{N, G}, shape{N, G, cg, S},
-                           [&](const tensor<T>& xh) {
-      if (o.weight.defined() && o.bias.defined()) return tensor<T>(xh * o.weight.reshape(wshape) + o.bias.reshape(wshape));
-      if (o.weight.defined()) return tensor<T>(xh * o.weight.reshape(wshape));
-      if (o.bias.defined()) return tensor<T>(xh + o.bias.reshape(wshape));
-      return xh;
-    });
+    return device_row_norm(x, N * G, cg * S, o.eps, shape{N, G}, shape{N, G, cg, S}, o.weight,
+                           o.bias, shape{G, cg, 1});
   }
   norm_rows_result<T> r;
   const tensor<T> corr =
