@@ -8,6 +8,7 @@
 // allocator stream-ordered: a block freed by the host (its tensor died) while a kernel reading
 // it is still queued can be handed to the next allocation at once, because whatever uses it
 // next is queued behind that kernel.
+#include "jit.hpp"
 #include "kernels.hpp"
 
 #include <ember/cuda.hpp>
@@ -249,8 +250,15 @@ void copy_bytes(void* dst, device dst_dev, const void* src, device src_dev, std:
 // ---- kernels ---------------------------------------------------------------------------------
 
 void run_fused(const dispatch::elementwise_program& p, device d) {
+  if (!p.finished) {  // both paths run finished programs (Note [Operand forms])
+    dispatch::elementwise_program q = p;
+    dispatch::finish(q);
+    return run_fused(q, d);
+  }
   device_guard g(d.index);
-  check_cuda(launch_fused(p, state(d.index).sm_count, nullptr), "fused elementwise kernel launch");
+  const int sms = state(d.index).sm_count;
+  if (jit_launch(p, d.index, sms, nullptr)) return;  // Note [Kernel JIT]
+  check_cuda(launch_fused(p, sms, nullptr), "fused elementwise kernel launch");
 }
 
 void run_reduce(const dispatch::reduce_problem& r, device d) {

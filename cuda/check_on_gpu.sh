@@ -10,7 +10,7 @@
 #      ratio next to its target (docs/benchmarks.md, "GPU").
 # Headers the GPU image lacks come from .gpu_deps/ (cuda/gather_gpu_deps.sh, run beforehand on
 # a Debian machine that has them). Results go to $1 (default $OUT, else /tmp/ember-gpu):
-# build.log, tests.log, flagship.log, bench.txt, summary.txt. Exit status: 0 when the build,
+# build.log, tests.log, tests-jit.log, flagship.log, bench.txt, summary.txt. Exit status: 0 when the build,
 # the tests and the flagship pass.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,11 +61,30 @@ elif ! { rm -rf build-gpu && meson setup build-gpu "${args[@]}" && ninja -C buil
 fi
 echo "build $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
 
+# NVRTC for the compiled fused kernels (Note [Kernel JIT]): the toolkit's, else the one a pip
+# install of PyTorch brings (nvidia-cuda-nvrtc); without it programs are interpreted
+if ! ls /usr/local/cuda/lib64/libnvrtc.so.* >/dev/null 2>&1 && [ -z "${EMBER_NVRTC:-}" ]; then
+  dirs=$(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null)
+  found=$(find $dirs /usr/lib /usr/local -name 'libnvrtc.so.1[0-9]*' 2>/dev/null | grep -v builtins | head -1)
+  [ -n "$found" ] && export EMBER_NVRTC=$found
+fi
+echo "nvrtc: $(ls /usr/local/cuda/lib64/libnvrtc.so.* 2>/dev/null | head -1) ${EMBER_NVRTC:-}" | tee -a "$out/summary.txt"
+# a fresh disk cache, so the runs below compile (and the second finds the first's kernels)
+export EMBER_CUDA_CACHE=/tmp/ember-jit-cache
+rm -rf "$EMBER_CUDA_CACHE"
+
 timeout 180 ./build-gpu/test/cuda_tests >"$out/tests.log" 2>&1
 status=$?
 tail -5 "$out/tests.log"
-grep -E "test accuracy|GPU\(s\) visible" "$out/tests.log" | tee -a "$out/summary.txt"
+grep -E "test accuracy|GPU\(s\) visible|^jit: " "$out/tests.log" | tee -a "$out/summary.txt"
 grep -E "^(All tests passed|test cases:)" "$out/tests.log" | sed 's/^/cuda_tests: /' | tee -a "$out/summary.txt"
+# again with every expression through its compiled kernel (every oracle case included)
+start_jit=$(date +%s)
+EMBER_CUDA_JIT=always timeout 240 ./build-gpu/test/cuda_tests >"$out/tests-jit.log" 2>&1 || status=1
+tail -3 "$out/tests-jit.log"
+grep -E "^jit: " "$out/tests-jit.log" | sed 's/^/EMBER_CUDA_JIT=always: /' | tee -a "$out/summary.txt"
+grep -E "^(All tests passed|test cases:)" "$out/tests-jit.log" | sed 's/^/cuda_tests EMBER_CUDA_JIT=always: /' | tee -a "$out/summary.txt"
+echo "EMBER_CUDA_JIT=always run $(( $(date +%s) - start_jit )) s, cache $(ls "$EMBER_CUDA_CACHE" | wc -l) kernels" | tee -a "$out/summary.txt"
 
 # the flagship example, unchanged, on the GPU (its last line: ok, or FAILED)
 timeout 90 ./build-gpu/examples/flagship examples/data/digits.csv.gz --device cuda >"$out/flagship.log" 2>&1
@@ -89,6 +108,8 @@ def show(name, value, target, ok):
 if "G1_fraction_of_copy_bandwidth" in v:
     f = v["G1_fraction_of_copy_bandwidth"]
     show("G1 fused E1 bandwidth / D2D copy bandwidth", f, ">= 0.80", f >= 0.80)
+if "G1_interpreter_fraction" in v:
+    print(f"{'G1 (the interpreter, for comparison)':<48} {v['G1_interpreter_fraction']:8.3f}")
 if "G2_sgemm_ms" in v and "torch_G2_sgemm_ms" in v:
     r = v["torch_G2_sgemm_ms"] / v["G2_sgemm_ms"]
     show("G2 sgemm 8192^3 speed vs torch.mm", r, ">= 0.90", r >= 0.90)

@@ -197,7 +197,9 @@ cudaError_t launch_fused(const elementwise_program& p, int sm_count, cudaStream_
     dispatch::finish(q);
     return launch_fused(q, sm_count, s);
   }
-  const auto grid = static_cast<unsigned>(grid_for(p.numel, sm_count));
+  // a flat program's thread takes dispatch::wide elements per grid step (Note [Wide interpretation])
+  const auto grid = static_cast<unsigned>(
+      grid_for(p.flat ? (p.numel + dispatch::wide - 1) / dispatch::wide : p.numel, sm_count));
   switch (p.ctype) {
     case dispatch::compute::f32: launch_fused_as<float>(p, grid, s); break;
     case dispatch::compute::f64: launch_fused_as<double>(p, grid, s); break;

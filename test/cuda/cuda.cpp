@@ -8,11 +8,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -66,6 +69,15 @@ bool close(const em::tensor<T>& got_any, const em::tensor<T>& want_in, double to
 
 const em::device gpu = em::device::cuda(0);
 
+/// Sets the JIT mode for a scope, restoring the previous one.
+struct mode_scope {
+  em::cuda::jit_mode old = em::cuda::get_jit_mode();
+  explicit mode_scope(em::cuda::jit_mode m) { em::cuda::set_jit_mode(m); }
+  ~mode_scope() { em::cuda::set_jit_mode(old); }
+  mode_scope(const mode_scope&) = delete;
+  mode_scope& operator=(const mode_scope&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("cuda: without a GPU, using one is a clear error", "[cuda]") {
@@ -111,6 +123,10 @@ TEST_CASE("cuda: memory, copies and memory_stats", "[cuda]") {
 
 TEST_CASE("cuda: fused elementwise expressions match the CPU", "[cuda]") {
   EMBER_REQUIRE_GPU();
+  // both ways a program runs: the interpreter and the kernel compiled for it (Note [Kernel JIT])
+  const auto mode = GENERATE(em::cuda::jit_mode::never, em::cuda::jit_mode::always);
+  INFO("jit mode " << (mode == em::cuda::jit_mode::never ? "never" : "always"));
+  const mode_scope scoped(mode);
   const auto a = random_tensor<float>({37, 129}, 3);
   const auto b = random_tensor<float>({129}, 4);
   const auto p = random_tensor<float>({37, 129}, 5, 0.01, 4);
@@ -145,6 +161,228 @@ TEST_CASE("cuda: fused elementwise expressions match the CPU", "[cuda]") {
   CHECK(close(em::tensor<float>(bigg * bigg + 1.f), em::tensor<float>(big * big + 1.f), 0));
   // mixing devices
   CHECK_THROWS_WITH(em::tensor<float>(ag + a), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+}
+
+namespace {
+
+namespace dp = em::dispatch;
+
+/// A program over n_leaves leaves of dtype leaf_dt (flat, or strided of shape {2, 3, 4}) whose
+/// code the caller appends; pointers are placeholders (for compiling, not running).
+dp::elementwise_program bare_program(dp::compute c, std::uint8_t leaf_dt, std::uint8_t out_dt,
+                                     int n_leaves, bool flat) {
+  dp::elementwise_program p;
+  p.ctype = c;
+  p.out_dtype = out_dt;
+  p.flat = flat;
+  p.n_leaves = n_leaves;
+  p.rank = flat ? 1 : 3;
+  const std::int64_t shape[] = {2, 3, 4};
+  p.numel = 24;
+  for (int d = 0; d < p.rank; ++d) p.shape[d] = flat ? 24 : shape[d];
+  for (int k = 0; k < n_leaves; ++k) {
+    p.leaves[k].dtype = leaf_dt;
+    p.leaves[k].data = &p;
+  }
+  p.out = &p;
+  return p;
+}
+
+void push_leaf(dp::elementwise_program& p, int k) {
+  dp::instr in{};
+  in.op = dp::opc::leaf;
+  in.leaf = static_cast<std::uint8_t>(k);
+  p.code[p.n_code++] = in;
+}
+void push_scalar(dp::elementwise_program& p, double v) {
+  dp::instr in{};
+  in.op = dp::opc::scalar;
+  in.value = v;
+  p.code[p.n_code++] = in;
+}
+void push_op(dp::elementwise_program& p, std::uint16_t o, std::uint8_t dt = 0) {
+  dp::instr in{};
+  in.op = o;
+  in.dtype = dt;
+  p.code[p.n_code++] = in;
+}
+
+#define EMBER_TEST_OPC(name) dp::opc::name,
+const std::uint16_t all_unary[] = {EMBER_DISPATCH_UNARY(EMBER_TEST_OPC)};
+const std::uint16_t all_binary[] = {EMBER_DISPATCH_BINARY(EMBER_TEST_OPC)
+                                        EMBER_DISPATCH_BINARY_STACK(EMBER_TEST_OPC)};
+#undef EMBER_TEST_OPC
+const std::uint8_t all_dtypes[] = {dp::code::f32, dp::code::f64, dp::code::i32, dp::code::i64,
+                                   dp::code::u8, dp::code::boolean, dp::code::i8, dp::code::i16};
+
+/// Programs that together hold every op (every binary op in every operand form once
+/// finished), where, clamp, casts to every dtype, loads of every dtype and stores to every
+/// dtype, flat and strided, in every compute type.
+std::vector<dp::elementwise_program> programs_of_every_op() {
+  std::vector<dp::elementwise_program> all;
+  const std::pair<dp::compute, std::uint8_t> types[] = {
+      {dp::compute::f32, dp::code::f32}, {dp::compute::f64, dp::code::f64}, {dp::compute::i64, dp::code::i64}};
+  for (const auto& [c, dt] : types) {
+    auto u = bare_program(c, dt, dt, 1, true);
+    push_leaf(u, 0);
+    for (std::uint16_t o : all_unary) push_op(u, o);
+    all.push_back(u);
+    for (std::size_t first = 0; first < std::size(all_binary); first += 5) {
+      auto b = bare_program(c, dt, dt, 2, first % 2 == 0);
+      push_leaf(b, 0);
+      for (std::size_t i = first; i < std::min(first + 5, std::size(all_binary)); ++i) {
+        const std::uint16_t o = all_binary[i];
+        push_leaf(b, 1), push_op(b, o);                                        // rhs leaf
+        push_scalar(b, 0.5), push_op(b, o);                                    // rhs scalar
+        push_scalar(b, 2), push_leaf(b, 1), push_op(b, o), push_op(b, dp::opc::add);  // lhs scalar
+        push_leaf(b, 0), push_op(b, dp::opc::neg), push_op(b, o);              // both on the stack
+      }
+      all.push_back(b);
+    }
+    auto m = bare_program(c, dt, dt, 2, false);
+    push_leaf(m, 0), push_leaf(m, 1), push_leaf(m, 0), push_op(m, dp::opc::where);
+    push_leaf(m, 1), push_scalar(m, -1), push_scalar(m, 1), push_op(m, dp::opc::clamp);
+    push_op(m, dp::opc::add);
+    for (std::uint8_t to : all_dtypes) push_op(m, dp::opc::cast, to);
+    all.push_back(m);
+  }
+  for (std::uint8_t out : all_dtypes) {  // leaves of every dtype, stored as `out`
+    auto d = bare_program(dp::compute::f64, dp::code::f32, out, 8, out % 2 == 0);
+    for (int k = 0; k < 8; ++k) {
+      d.leaves[k].dtype = all_dtypes[k];
+      push_leaf(d, k);
+      if (k > 0) push_op(d, dp::opc::sub);
+    }
+    all.push_back(d);
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("cuda jit: the source of every op compiles with NVRTC (no GPU needed)", "[cuda]") {
+  // Note [Kernel JIT]: compiled to PTX for sm_90, which needs NVRTC but no GPU
+  for (const dp::elementwise_program& p : programs_of_every_op()) {
+    const std::string src = em::cuda::jit_source(p);
+    INFO(src.substr(src.find("extern \"C\"")));
+    std::string ptx;
+    REQUIRE_NOTHROW(ptx = em::cuda::jit_ptx(p, 90));
+    CHECK(ptx.find(".entry ember_fused") != std::string::npos);
+  }
+  CHECK(!em::cuda::jit_statistics().nvrtc.empty());
+  // the source holds no value that changes between launches: one kernel serves every
+  // learning rate (the constants are parameters)
+  auto p = bare_program(dp::compute::f32, dp::code::f32, dp::code::f32, 1, true);
+  push_leaf(p, 0), push_scalar(p, 0.125), push_op(p, dp::opc::mul);
+  auto q = p;
+  q.code[1].value = 0.25;
+  q.leaves[0].data = &q;
+  q.numel = 1000;
+  CHECK(em::cuda::jit_source(p) == em::cuda::jit_source(q));
+  // a program that cannot be written as a kernel is an error naming what is wrong
+  auto bad = p;
+  bad.leaves[0].dtype = 7;  // no such dtype: an error before NVRTC
+  CHECK_THROWS_WITH(em::cuda::jit_source(bad), Catch::Contains("dtype code 7"));
+}
+
+TEST_CASE("cuda jit: compiled kernels give the interpreter's bits", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  // Random postfix programs (every op form once finished, depth up to 10, 5 leaves; flat and
+  // strided through a transposed leaf) run by the interpreter and by their compiled kernels:
+  // every op rounds the same way in both (Note [No contraction]), so the bits agree.
+  constexpr std::int64_t rows = 61, cols = 67;
+  std::vector<em::tensor<float>> leaves;
+  for (int k = 0; k < 5; ++k) leaves.push_back(random_tensor<float>({rows, cols}, 100 + k, -2, 2).to(gpu));
+  const em::tensor<float> wide = random_tensor<float>({cols, rows}, 99, -2, 2).to(gpu);
+  em::tensor<float> a = em::zeros<float>({rows, cols}).to(gpu), b = em::zeros<float>({rows, cols}).to(gpu);
+  std::mt19937 g(11);
+  std::uniform_real_distribution<float> u(-2, 2);
+  const std::uint16_t bins[] = {dp::opc::add, dp::opc::sub, dp::opc::mul, dp::opc::div, dp::opc::maximum,
+                                dp::opc::lt, dp::opc::pow, dp::opc::leaky_relu, dp::opc::elu};
+  const std::uint16_t uns[] = {dp::opc::neg, dp::opc::exp, dp::opc::tanh, dp::opc::relu,
+                               dp::opc::gelu, dp::opc::sigmoid, dp::opc::softplus, dp::opc::log1p};
+  const auto before = em::cuda::jit_statistics();
+  int tested = 0, differ = 0;
+  std::string first_difference;
+  auto& fused = dp::kernel<em::op::fused>(gpu, em::dtype::f32, "jit test");
+  for (int trial = 0; trial < 40; ++trial) {
+    const bool flat = trial % 2 == 0;
+    auto p = bare_program(dp::compute::f32, dp::code::f32, dp::code::f32, 5, flat);
+    p.rank = 2;
+    p.numel = rows * cols;
+    p.shape[0] = rows, p.shape[1] = cols;
+    p.out_stride[0] = cols, p.out_stride[1] = 1;
+    if (flat) p.rank = 1, p.shape[0] = rows * cols, p.out_stride[0] = 1;
+    for (int k = 0; k < 5; ++k) {
+      p.leaves[k].data = leaves[static_cast<std::size_t>(k)].data();
+      p.leaves[k].stride[0] = flat ? 1 : cols;
+      p.leaves[k].stride[1] = 1;
+    }
+    if (!flat) {  // leaf 4: the transpose of a cols x rows tensor
+      p.leaves[4].data = wide.data();
+      p.leaves[4].stride[0] = 1, p.leaves[4].stride[1] = rows;
+    }
+    int depth = 0;
+    const int len = 1 + static_cast<int>(g() % 24);
+    for (int i = 0; p.n_code < dp::max_code - 4; ++i) {
+      if (i >= len && depth == 1) break;
+      const unsigned r = g() % 10;
+      if ((depth < 2 || r < 4) && depth < 10 && i < len) {
+        if (g() % 2) push_leaf(p, static_cast<int>(g() % 5));
+        else push_scalar(p, u(g));
+        ++depth;
+      } else if (r == 9 && depth >= 3) {
+        push_op(p, g() % 2 ? dp::opc::where : dp::opc::clamp);
+        depth -= 2;
+      } else if (depth >= 2 && r >= 6) {
+        push_op(p, bins[g() % std::size(bins)]);
+        --depth;
+      } else {
+        push_op(p, uns[g() % std::size(uns)]);
+      }
+    }
+    if (depth != 1) continue;
+    ++tested;
+    {
+      const mode_scope m(em::cuda::jit_mode::never);
+      p.out = a.data();
+      fused(p, gpu);
+    }
+    {
+      const mode_scope m(em::cuda::jit_mode::always);
+      p.out = b.data();
+      fused(p, gpu);
+    }
+    const em::tensor<float> x = a.to(em::cpu), y = b.to(em::cpu);
+    if (std::memcmp(x.data(), y.data(), sizeof(float) * rows * cols) != 0) {
+      std::int64_t first = 0;
+      while (x.data()[first] == y.data()[first] ||
+             (std::isnan(x.data()[first]) && std::isnan(y.data()[first])))
+        ++first;
+      if (first < rows * cols && differ++ == 0) {
+        std::ostringstream m;
+        m.precision(9);
+        m << "trial " << trial << " (" << (flat ? "flat" : "strided") << "), element " << first
+          << ": interpreted " << x.data()[first] << ", compiled " << y.data()[first] << "\n"
+          << em::cuda::jit_source(p).substr(em::cuda::jit_source(p).find("extern \"C\""));
+        first_difference = m.str();
+      }
+    }
+  }
+  const auto after = em::cuda::jit_statistics();
+  std::printf("jit: %d random programs, %lld compiled, %lld from the disk cache (%s), %lld failed\n",
+              tested, static_cast<long long>(after.compiled - before.compiled),
+              static_cast<long long>(after.disk_hits - before.disk_hits), after.cache_dir.c_str(),
+              static_cast<long long>(after.failures - before.failures));
+  CHECK(tested >= 25);
+  {
+    INFO(first_difference);
+    CHECK(differ == 0);
+  }
+  INFO(after.last_error);
+  CHECK(after.failures == before.failures);
+  CHECK(after.launches - before.launches >= tested);
+  CHECK(after.compiled + after.disk_hits - before.compiled - before.disk_hits >= tested / 2);
 }
 
 TEST_CASE("cuda: reductions match the CPU", "[cuda]") {

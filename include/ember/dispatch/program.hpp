@@ -129,6 +129,17 @@ struct dropout_problem {
   std::uint8_t dtype = code::f32;
 };
 
+// Note [Op math as text]: the ops' scalar math below (the opc codes, the m_ functions, cast_to,
+// unary and binary) is compiled here and also kept as the text op_math_text, from the same
+// tokens (EMBER_CODE_AND_TEXT): the CUDA backend's run-time compiled kernels (cuda/jit.cpp,
+// Note [Kernel JIT]) are built from that text, so the interpreter, the host tests and the JIT
+// kernels compute every op with one definition. The block may hold no preprocessor directive
+// and no string literal; the JIT prelude provides EMBER_HD, code::, and the few std names used.
+#define EMBER_CODE_AND_TEXT(text, ...) \
+  __VA_ARGS__                          \
+  inline constexpr char text[] = #__VA_ARGS__;
+
+EMBER_CODE_AND_TEXT(op_math_text,
 // op values used by the interpreter (ember::op; checked against the enum in lower.hpp)
 namespace opc {
 enum : std::uint16_t {
@@ -144,6 +155,7 @@ enum : std::uint16_t {
 }  // namespace opc
 
 namespace detail {
+
 
 // ---- math on the compute types (the C library's functions: CUDA provides them on device) ----
 EMBER_HD float m_exp(float x) { return ::expf(x); }
@@ -177,38 +189,6 @@ EMBER_HD double m_pow(double a, double b) { return ::pow(a, b); }
 template <class C>
 EMBER_HD bool m_isnan(C x) { return x != x; }
 
-/// Element `off` of a leaf of dtype `dt`, converted to C (bool: 0 or 1).
-template <class C>
-EMBER_HD C load(std::uint8_t dt, const void* p, std::int64_t off) {
-  switch (dt) {
-    case code::f32: return static_cast<C>(static_cast<const float*>(p)[off]);
-    case code::f64: return static_cast<C>(static_cast<const double*>(p)[off]);
-    case code::i32: return static_cast<C>(static_cast<const std::int32_t*>(p)[off]);
-    case code::i64: return static_cast<C>(static_cast<const std::int64_t*>(p)[off]);
-    case code::u8: return static_cast<C>(static_cast<const std::uint8_t*>(p)[off]);
-    case code::boolean: return static_cast<const bool*>(p)[off] ? C(1) : C(0);
-    case code::i8: return static_cast<C>(static_cast<const std::int8_t*>(p)[off]);
-    case code::i16: return static_cast<C>(static_cast<const std::int16_t*>(p)[off]);
-    default: return C(0);  // lowering admits no other dtype
-  }
-}
-
-/// Stores v, converted as ember::convert does (`!= 0` to bool, a C++ conversion otherwise).
-template <class C>
-EMBER_HD void store(std::uint8_t dt, void* p, std::int64_t off, C v) {
-  switch (dt) {
-    case code::f32: static_cast<float*>(p)[off] = static_cast<float>(v); break;
-    case code::f64: static_cast<double*>(p)[off] = static_cast<double>(v); break;
-    case code::i32: static_cast<std::int32_t*>(p)[off] = static_cast<std::int32_t>(v); break;
-    case code::i64: static_cast<std::int64_t*>(p)[off] = static_cast<std::int64_t>(v); break;
-    case code::u8: static_cast<std::uint8_t*>(p)[off] = static_cast<std::uint8_t>(v); break;
-    case code::boolean: static_cast<bool*>(p)[off] = v != C(0); break;
-    case code::i8: static_cast<std::int8_t*>(p)[off] = static_cast<std::int8_t>(v); break;
-    case code::i16: static_cast<std::int16_t*>(p)[off] = static_cast<std::int16_t>(v); break;
-    default: break;
-  }
-}
-
 /// op::cast inside a program: the value as the target dtype would hold it, back in C.
 template <class C>
 EMBER_HD C cast_to(std::uint8_t dt, C v) {
@@ -223,16 +203,6 @@ EMBER_HD C cast_to(std::uint8_t dt, C v) {
     case code::i16: return static_cast<C>(static_cast<std::int16_t>(v));
     default: return v;
   }
-}
-
-/// Applies `f` to each of the N lanes (unrolled: every index is a compile-time constant).
-template <int N, class C, class F>
-EMBER_HD void each(C (&x)[N], const F& f) {
-  EMBER_UNROLL for (int j = 0; j < N; ++j) x[j] = f(x[j]);
-}
-template <int N, class C, class F>
-EMBER_HD void each(C (&a)[N], const C (&b)[N], const F& f) {
-  EMBER_UNROLL for (int j = 0; j < N; ++j) a[j] = f(a[j], b[j]);
 }
 
 /// Unary op O on compute type C (int64: only the ops lowering admits on integers).
@@ -301,6 +271,53 @@ EMBER_HD C binary(C a, C b) {
   else if constexpr (O == opc::pow) return m_pow(a, b);
   else if constexpr (O == opc::elu) return a > zero ? a : b * m_expm1(a);
   else return zero;
+}
+
+}  // namespace detail
+)  // EMBER_CODE_AND_TEXT(op_math_text
+
+namespace detail {
+
+/// Element `off` of a leaf of dtype `dt`, converted to C (bool: 0 or 1).
+template <class C>
+EMBER_HD C load(std::uint8_t dt, const void* p, std::int64_t off) {
+  switch (dt) {
+    case code::f32: return static_cast<C>(static_cast<const float*>(p)[off]);
+    case code::f64: return static_cast<C>(static_cast<const double*>(p)[off]);
+    case code::i32: return static_cast<C>(static_cast<const std::int32_t*>(p)[off]);
+    case code::i64: return static_cast<C>(static_cast<const std::int64_t*>(p)[off]);
+    case code::u8: return static_cast<C>(static_cast<const std::uint8_t*>(p)[off]);
+    case code::boolean: return static_cast<const bool*>(p)[off] ? C(1) : C(0);
+    case code::i8: return static_cast<C>(static_cast<const std::int8_t*>(p)[off]);
+    case code::i16: return static_cast<C>(static_cast<const std::int16_t*>(p)[off]);
+    default: return C(0);  // lowering admits no other dtype
+  }
+}
+
+/// Stores v, converted as ember::convert does (`!= 0` to bool, a C++ conversion otherwise).
+template <class C>
+EMBER_HD void store(std::uint8_t dt, void* p, std::int64_t off, C v) {
+  switch (dt) {
+    case code::f32: static_cast<float*>(p)[off] = static_cast<float>(v); break;
+    case code::f64: static_cast<double*>(p)[off] = static_cast<double>(v); break;
+    case code::i32: static_cast<std::int32_t*>(p)[off] = static_cast<std::int32_t>(v); break;
+    case code::i64: static_cast<std::int64_t*>(p)[off] = static_cast<std::int64_t>(v); break;
+    case code::u8: static_cast<std::uint8_t*>(p)[off] = static_cast<std::uint8_t>(v); break;
+    case code::boolean: static_cast<bool*>(p)[off] = v != C(0); break;
+    case code::i8: static_cast<std::int8_t*>(p)[off] = static_cast<std::int8_t>(v); break;
+    case code::i16: static_cast<std::int16_t*>(p)[off] = static_cast<std::int16_t>(v); break;
+    default: break;
+  }
+}
+
+/// Applies `f` to each of the N lanes (unrolled: every index is a compile-time constant).
+template <int N, class C, class F>
+EMBER_HD void each(C (&x)[N], const F& f) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) x[j] = f(x[j]);
+}
+template <int N, class C, class F>
+EMBER_HD void each(C (&a)[N], const C (&b)[N], const F& f) {
+  EMBER_UNROLL for (int j = 0; j < N; ++j) a[j] = f(a[j], b[j]);
 }
 
 // Every unary and binary op the interpreter runs (the opc names), for its dispatch switch.
