@@ -277,6 +277,11 @@ void run_dropout(const dispatch::dropout_problem& p, device d) {
   check_cuda(launch_dropout(p, state(d.index).sm_count, nullptr), "dropout kernel launch");
 }
 
+void run_index(const dispatch::index_problem& p, device d) {
+  device_guard g(d.index);
+  check_cuda(launch_index(p, state(d.index).sm_count, nullptr), "index kernel launch");
+}
+
 cublasHandle_t blas_handle(int index) {
   device_state& s = state(index);
   static std::mutex mu;
@@ -339,8 +344,10 @@ struct registrar {
     hooks.synchronize = &gpu_synchronize;
     ember::detail::device_copy_hook() = &copy_bytes;
     for (dtype t : {dtype::f32, dtype::f64, dtype::i32, dtype::i64, dtype::u8, dtype::boolean,
-                    dtype::i8, dtype::i16})
+                    dtype::i8, dtype::i16}) {
       dispatch::register_kernel<op::fused>(device_type::cuda, t, &run_fused);
+      dispatch::register_kernel<op::embedding>(device_type::cuda, t, &run_index);
+    }
     for (dtype t : {dtype::f32, dtype::f64, dtype::i32, dtype::i64})
       dispatch::register_kernel<op::sum>(device_type::cuda, t, &run_reduce);
     for (dtype t : {dtype::f32, dtype::f64}) {

@@ -180,7 +180,24 @@ __global__ void __launch_bounds__(block_threads) dropout_kernel(const __grid_con
     dispatch::dropout_block<T>(p, b);
 }
 
+template <class T, class I>
+__global__ void __launch_bounds__(block_threads) index_kernel(const __grid_constant__ dispatch::index_problem p) {
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < p.numel; i += step)
+    dispatch::index_element<T, I>(p, i);
+}
+
 }  // namespace
+
+cudaError_t launch_index(const dispatch::index_problem& p, int sm_count, cudaStream_t s) {
+  if (p.numel == 0) return cudaSuccess;
+  const auto grid = static_cast<unsigned>(grid_for(p.numel, sm_count));
+  const bool known = dispatch::visit_index_types(p, [&](auto t, auto ix) {
+    index_kernel<decltype(t), decltype(ix)><<<grid, block_threads, 0, s>>>(p);
+  });
+  return known ? cudaGetLastError() : cudaErrorInvalidValue;
+}
 
 cudaError_t launch_dropout(const dispatch::dropout_problem& p, int sm_count, cudaStream_t s) {
   if (p.n == 0) return cudaSuccess;

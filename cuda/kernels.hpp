@@ -25,4 +25,8 @@ cudaError_t launch_reduce(const dispatch::reduce_problem& r, void* scratch, int 
 /// Dropout (Note [Device dropout]): one thread per Philox block of four elements.
 cudaError_t launch_dropout(const dispatch::dropout_problem& p, int sm_count, cudaStream_t s);
 
+/// The gather/scatter family (Note [Device indexing]): one thread per element of p's
+/// iteration shape. cudaErrorInvalidValue for dtypes index_element has no type for.
+cudaError_t launch_index(const dispatch::index_problem& p, int sm_count, cudaStream_t s);
+
 }  // namespace ember::cuda_backend

@@ -385,6 +385,94 @@ TEST_CASE("cuda jit: compiled kernels give the interpreter's bits", "[cuda]") {
   CHECK(after.compiled + after.disk_hits - before.compiled - before.disk_hits >= tested / 2);
 }
 
+TEST_CASE("cuda: indexing matches the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  // Note [Device indexing]: the index kernels, with atomics for the accumulating ones
+  std::mt19937 g(81);
+  const auto ints = [&g](em::shape s, std::int64_t hi) {
+    std::vector<std::int64_t> v(static_cast<std::size_t>(s.numel()));
+    for (auto& e : v) e = static_cast<std::int64_t>(g() % static_cast<std::uint32_t>(hi));
+    return em::from_vector<std::int64_t>(v, s);
+  };
+  const auto x = random_tensor<float>({300, 70, 3}, 80);
+  const auto xg = x.to(gpu);
+  const auto rows = ints({1000}, 300);
+  CHECK(close(em::index_select(xg, 0, rows.to(gpu)), em::index_select(x, 0, rows), 0));
+  CHECK(close(em::index_select(xg.transpose(0, 1), 1, rows.to(gpu)),
+              em::index_select(x.transpose(0, 1), 1, rows), 0));
+  const auto rows32 = rows.to<std::int32_t>();
+  CHECK(close(em::index_select(xg, 0, rows32.to(gpu)), em::index_select(x, 0, rows32), 0));
+  const auto gi = ints({300, 50, 3}, 70);
+  CHECK(close(em::gather(xg, 1, gi.to(gpu)), em::gather(x, 1, gi), 0));
+  // accumulating kernels: float atomics in any order, against the float64 sums
+  const auto src = random_tensor<float>({300, 50, 3}, 82);
+  const auto want = em::scatter_add(x.to<double>(), 1, gi, src.to<double>()).to<float>();
+  CHECK(close(em::scatter_add(xg, 1, gi.to(gpu), src.to(gpu)), want, 1e-6));
+  const auto d = random_tensor<double>({1000, 3}, 83);
+  CHECK(close(em::index_add(em::zeros<double>({300, 3}).to(gpu), 0, rows.to(gpu), d.to(gpu), 0.5),
+              em::index_add(em::zeros<double>({300, 3}), 0, rows, d, 0.5), 1e-12));
+  const auto li = ints({1000}, 1 << 30);
+  CHECK(close(em::index_add(em::zeros<std::int64_t>({300}).to(gpu), 0, rows.to(gpu), li.to(gpu)),
+              em::index_add(em::zeros<std::int64_t>({300}), 0, rows, li), 0));
+  // a permutation scatter (distinct indices) of int64 data
+  std::vector<std::int64_t> pv(300);
+  for (std::size_t i = 0; i < pv.size(); ++i) pv[i] = static_cast<std::int64_t>((i * 7) % 300);
+  const auto perm = em::from_vector<std::int64_t>(pv, {300});
+  const auto vals = ints({300}, 1000);
+  CHECK(close(em::scatter(em::zeros<std::int64_t>({300}).to(gpu), 0, perm.to(gpu), vals.to(gpu)),
+              em::scatter(em::zeros<std::int64_t>({300}), 0, perm, vals), 0));
+  // embedding forward and backward (padding row), masked ops, one_hot
+  namespace F = em::nn::functional;
+  const auto table = random_tensor<float>({500, 64}, 84);
+  const auto ids = ints({32, 20}, 500);
+  CHECK(close(em::embedding(ids.to(gpu), table.to(gpu)), em::embedding(ids, table), 0));
+  auto wg = table.to(gpu).requires_grad_();
+  auto wc = table.clone().requires_grad_();
+  em::sum(F::embedding(ids.to(gpu), wg, {.padding_idx = 7}) * 3.f).backward();
+  em::sum(F::embedding(ids, wc, {.padding_idx = 7}) * 3.f).backward();
+  CHECK(close(wg.grad(), wc.grad(), 1e-6));
+  const auto m = em::tensor<bool>(x > 1.f);
+  CHECK(close(em::masked_fill(xg, m.to(gpu), -5.f), em::masked_fill(x, m, -5.f), 0));
+  CHECK(close(em::masked_select(xg, m.to(gpu)), em::masked_select(x, m), 0));
+  CHECK(close(em::one_hot(ids.to(gpu), 500), em::one_hot(ids, 500), 0));
+  // f64 gradcheck through the device's gather and index_add
+  auto a = random_tensor<double>({6, 5}, 85).requires_grad_();
+  auto b = random_tensor<double>({6, 3}, 86).requires_grad_();
+  const auto gi2 = ints({6, 3}, 5), si = em::from_vector<std::int64_t>({4, 0, 4}, {3});
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return em::tensor<double>(em::gather(in[0].to(gpu), 1, gi2.to(gpu)) * in[1].to(gpu) +
+                              em::index_select(em::index_add(in[0].to(gpu), 1, si.to(gpu), in[1].to(gpu)), 1, si.to(gpu))).to(em::cpu);
+  }, {a, b}));
+  // bad indices: errors before any write
+  const auto before = xg.to(em::cpu);
+  CHECK_THROWS_WITH(em::index_add_(xg, 0, em::from_vector<std::int64_t>({0, 300}, {2}).to(gpu),
+                                   random_tensor<float>({2, 70, 3}, 87).to(gpu)),
+                    Catch::Contains("index 300 is out of range for dimension 0 of size 300"));
+  CHECK(close(xg, before, 0));
+}
+
+TEST_CASE("cuda: scaled_dot_product_attention matches the CPU", "[cuda]") {
+  EMBER_REQUIRE_GPU();
+  namespace F = em::nn::functional;
+  const auto q = random_tensor<float>({4, 8, 64, 32}, 110), k = random_tensor<float>({4, 8, 80, 32}, 111),
+             v = random_tensor<float>({4, 8, 80, 16}, 112);
+  const auto qg = q.to(gpu), kg = k.to(gpu), vg = v.to(gpu);
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg), F::scaled_dot_product_attention(q, k, v), 1e-5));
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg, {.is_causal = true}),
+              F::scaled_dot_product_attention(q, k, v, {.is_causal = true}), 1e-5));
+  em::manual_seed(9);
+  const auto dc = F::scaled_dot_product_attention(q, k, v, {.dropout_p = 0.2});
+  em::manual_seed(9);
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg, {.dropout_p = 0.2}), dc, 1e-5));
+  auto qd = random_tensor<double>({2, 3, 2}, 113).requires_grad_();
+  auto kd = random_tensor<double>({2, 4, 2}, 114).requires_grad_();
+  auto vd = random_tensor<double>({4, 3}, 115).requires_grad_();
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return F::scaled_dot_product_attention(in[0].to(gpu), in[1].to(gpu), in[2].to(gpu),
+                                           {.is_causal = true}).to(em::cpu);
+  }, {qd, kd, vd}));
+}
+
 TEST_CASE("cuda: reductions match the CPU", "[cuda]") {
   EMBER_REQUIRE_GPU();
   // one thread per output (count < 32), one block per output, and two passes (few outputs)

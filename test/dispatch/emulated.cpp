@@ -6,7 +6,7 @@
 //  - An emulated device: a backend registered for cuda:0 whose memory is host memory and whose
 //    kernels are the host interpreter and reduction loop. Tensors moved there take the whole
 //    device path (allocation, copies, fill_/copy_, evaluate/assign, reductions, autograd's
-//    gradient sums); the results must equal the CPU's. Mixed devices must be errors.
+//    gradient sums, indexing); the results must equal the CPU's. Mixed devices must be errors.
 #include "support/emulated_device.hpp"
 
 #include <ember/ember.hpp>
@@ -851,4 +851,152 @@ TEST_CASE("an emulated device: ops without a device path are errors, never host 
   std::ostringstream os;
   os << v;
   CHECK(os.str().find("device=cuda:0") != std::string::npos);
+}
+TEST_CASE("an emulated device: indexing matches the CPU, with gradients", "[dispatch]") {
+  // Note [Device indexing]: gather, index_select, embedding, scatter, scatter_add, index_add
+  // run as index problems on the device; masked_fill as a fused where; masked_select and
+  // one_hot through the host (data-dependent sizes)
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  const auto cpu = em::cpu;
+  std::mt19937 g(71);
+  const auto ints = [&g](em::shape s, std::int64_t hi) {
+    std::vector<std::int64_t> v(static_cast<std::size_t>(s.numel()));
+    for (auto& e : v) e = static_cast<std::int64_t>(g() % static_cast<std::uint32_t>(hi));
+    return em::from_vector<std::int64_t>(v, s);
+  };
+  const auto x = random_tensor<float>({5, 7, 3}, 70);
+  const auto xg = x.to(gpu);
+  const auto i3 = em::from_vector<std::int64_t>({2, 0, 1, 2}, {4});
+  for (std::int64_t d : {0, 1, 2, -1}) {
+    INFO("dim " << d);
+    CHECK(same(em::index_select(xg, d, i3.to(gpu)).to(cpu), em::index_select(x, d, i3)));
+    CHECK(same(em::index_select(xg.transpose(0, 2), d, i3.to(gpu)).to(cpu),
+               em::index_select(x.transpose(0, 2), d, i3)));
+  }
+  const auto i3_32 = i3.to<std::int32_t>();
+  CHECK(same(em::index_select(xg, 1, i3_32.to(gpu)).to(cpu), em::index_select(x, 1, i3_32)));
+  // gather and scatter_add (duplicates accumulate), on a view too
+  const auto gi = ints({5, 4, 3}, 7);
+  CHECK(same(em::gather(xg, 1, gi.to(gpu)).to(cpu), em::gather(x, 1, gi)));
+  const auto gi6 = ints({5, 4, 3}, 6);
+  CHECK(same(em::gather(xg.slice(1, 1, 7), 1, gi6.to(gpu)).to(cpu), em::gather(x.slice(1, 1, 7), 1, gi6)));
+  const auto src = random_tensor<float>({5, 4, 3}, 72);
+  CHECK(close(em::scatter_add(xg, 1, gi.to(gpu), src.to(gpu)).to(cpu), em::scatter_add(x, 1, gi, src), 1e-6));
+  em::tensor<double> acc = em::zeros<double>({4}).to(gpu);
+  em::scatter_add_(acc, 0, em::from_vector<std::int64_t>({1, 1, 3, 1}, {4}).to(gpu),
+                   em::from_vector<double>({1, 2, 4, 8}, {4}).to(gpu));
+  CHECK(same(acc.to(cpu), em::from_vector<double>({0, 11, 0, 4}, {4})));
+  // scatter with distinct indices (duplicates race on a GPU), of int64 and bool data
+  const auto perm = em::from_vector<std::int64_t>({3, 1, 5, 0}, {4});
+  const auto li = em::from_vector<std::int64_t>({10, 20, 30, 40}, {4});
+  CHECK(same(em::scatter(em::zeros<std::int64_t>({6}).to(gpu), 0, perm.to(gpu), li.to(gpu)).to(cpu),
+             em::from_vector<std::int64_t>({40, 20, 0, 10, 0, 30}, {6})));
+  const auto bits = em::from_vector<bool>({true, false, true, true}, {4});
+  CHECK(same(em::scatter(em::zeros<bool>({6}).to(gpu), 0, perm.to(gpu), bits.to(gpu)).to(cpu),
+             em::scatter(em::zeros<bool>({6}), 0, perm, bits)));
+  CHECK(same(em::gather(li.to(gpu), 0, em::from_vector<std::int64_t>({3, 1}, {2}).to(gpu)).to(cpu),
+             em::from_vector<std::int64_t>({40, 20}, {2})));
+  // index_add with alpha, along dim 1
+  const auto ia = em::from_vector<std::int64_t>({6, 0, 6}, {3});
+  const auto s3 = random_tensor<float>({5, 3, 3}, 73);
+  CHECK(close(em::index_add(xg, 1, ia.to(gpu), s3.to(gpu), 2.5).to(cpu), em::index_add(x, 1, ia, s3, 2.5), 1e-6));
+  // embedding (padding_idx only changes the backward)
+  const auto table = random_tensor<float>({10, 4}, 74);
+  const auto ids = ints({3, 5}, 10);
+  namespace F = em::nn::functional;
+  CHECK(same(em::embedding(ids.to(gpu), table.to(gpu)).to(cpu), em::embedding(ids, table)));
+  // masked ops and one_hot
+  const auto m = em::tensor<bool>(x > 0.5f);
+  CHECK(same(em::masked_fill(xg, m.to(gpu), -1.f).to(cpu), em::masked_fill(x, m, -1.f)));
+  em::tensor<float> xf = xg.clone();
+  em::masked_fill_(xf, m.select(0, 1).to(gpu), 7.f);  // broadcast mask
+  CHECK(same(xf.to(cpu), em::masked_fill(x, m.select(0, 1), 7.f)));
+  CHECK(same(em::masked_select(xg, m.to(gpu)).to(cpu), em::masked_select(x, m)));
+  CHECK(em::masked_select(xg, m.to(gpu)).device() == gpu);
+  CHECK(same(em::one_hot(ids.to(gpu), 10).to(cpu), em::one_hot(ids, 10)));
+  // bad indices are errors before anything is written; devices may not mix
+  const auto bad = em::from_vector<std::int64_t>({0, 7}, {2});
+  const auto before = xg.to(cpu);
+  CHECK_THROWS_WITH(em::index_select(xg, 1, bad.to(gpu)),
+                    Catch::Contains("index 7 is out of range for dimension 1 of size 7") &&
+                        Catch::Contains("cuda:0"));
+  CHECK_THROWS_WITH(em::index_add_(xg, 1, em::from_vector<std::int64_t>({-1, 0, 1}, {3}).to(gpu), s3.to(gpu)),
+                    Catch::Contains("index -1 is out of range"));
+  CHECK(same(xg.to(cpu), before));
+  CHECK_THROWS_WITH(em::gather(xg, 1, gi), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+  CHECK_THROWS_WITH(em::embedding(ids, table.to(gpu)), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+  CHECK_THROWS_WITH(em::scatter_add(em::zeros<std::int16_t>({6}).to(gpu), 0, perm.to(gpu),
+                                    em::ones<std::int16_t>({4}).to(gpu)),
+                    Catch::Contains("no accumulating kernel for i16"));
+  // gradients through the device ops: f64 gradchecks, and embedding's padding row
+  const em::autograd::gradcheck_options o{.quiet = false};
+  auto xd = random_tensor<double>({4, 5}, 75).requires_grad_();
+  auto sd = random_tensor<double>({4, 3}, 76).requires_grad_();
+  const auto gi2 = ints({4, 3}, 5), si = em::from_vector<std::int64_t>({4, 0, 4}, {3});
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    const auto a = in[0].to(gpu);
+    return em::tensor<double>(em::gather(a, 1, gi2.to(gpu)) * 2.0 +
+                              em::index_select(a, 1, si.to(gpu))).to(cpu);
+  }, {xd, sd}, o));
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return em::tensor<double>(em::scatter_add(in[0].to(gpu), 1, gi2.to(gpu), in[1].to(gpu)) +
+                              em::index_add(in[0].to(gpu), 1, si.to(gpu), in[1].to(gpu), 0.5)).to(cpu);
+  }, {xd, sd}, o));
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    const auto a = in[0].to(gpu);
+    return em::masked_select(a, em::tensor<bool>(a > 0.0)).to(cpu);
+  }, {xd, sd}, o));
+  auto w = random_tensor<double>({10, 4}, 77).requires_grad_();
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return em::embedding(ids.to(gpu), in[0].to(gpu)).to(cpu);
+  }, {w}, o));
+  // padding_idx: that row gets no gradient (by design, not the derivative): against the CPU
+  const auto wg = w.detach().to(gpu).requires_grad_();
+  em::sum(F::embedding(ids.to(gpu), wg, {.padding_idx = 3})).backward();
+  const auto wc = w.detach().requires_grad_();
+  em::sum(F::embedding(ids, wc, {.padding_idx = 3})).backward();
+  CHECK(same(wg.grad().to(cpu), wc.grad()));
+}
+
+TEST_CASE("an emulated device: scaled_dot_product_attention matches the CPU, with gradients",
+          "[dispatch]") {
+  // Note [Device attention]: batched GEMMs, a fused mask, the device softmax and dropout
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  namespace F = em::nn::functional;
+  const auto q = random_tensor<float>({2, 3, 5, 4}, 90), k = random_tensor<float>({3, 6, 4}, 91),
+             v = random_tensor<float>({2, 1, 6, 3}, 92);
+  const auto qg = q.to(gpu), kg = k.to(gpu), vg = v.to(gpu);
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg).to(em::cpu),
+              F::scaled_dot_product_attention(q, k, v), 1e-5));
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg, {.is_causal = true, .scale = 0.3}).to(em::cpu),
+              F::scaled_dot_product_attention(q, k, v, {.is_causal = true, .scale = 0.3}), 1e-5));
+  const em::tensor<bool> keep = random_tensor<float>({5, 6}, 93) > -2.f;
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg, keep.to(gpu)).to(em::cpu),
+              F::scaled_dot_product_attention(q, k, v, keep), 1e-5));
+  const auto add = random_tensor<float>({3, 1, 6}, 94);
+  CHECK(close(F::scaled_dot_product_attention(qg, kg, vg, add.to(gpu)).to(em::cpu),
+              F::scaled_dot_product_attention(q, k, v, add), 1e-5));
+  // dropout: the CPU's Philox counters, so a seeded run drops the same weights
+  em::manual_seed(5);
+  const auto dc = F::scaled_dot_product_attention(q, k, v, {.dropout_p = 0.4});
+  em::manual_seed(5);
+  const auto dg = F::scaled_dot_product_attention(qg, kg, vg, {.dropout_p = 0.4});
+  CHECK(close(dg.to(em::cpu), dc, 1e-5));
+  CHECK_THROWS_WITH(F::scaled_dot_product_attention(qg, k, vg), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+  // gradients: the backward of ember ops on the device; a f64 gradcheck with a float mask
+  auto qd = random_tensor<double>({2, 3, 2}, 95).requires_grad_();
+  auto kd = random_tensor<double>({2, 4, 2}, 96).requires_grad_();
+  auto vd = random_tensor<double>({4, 3}, 97).requires_grad_();
+  auto md = random_tensor<double>({3, 4}, 98).requires_grad_();
+  const em::autograd::gradcheck_options o{.quiet = false};
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return F::scaled_dot_product_attention(in[0].to(gpu), in[1].to(gpu), in[2].to(gpu),
+                                           in[3].to(gpu)).to(em::cpu);
+  }, {qd, kd, vd, md}, o));
+  CHECK(em::autograd::gradcheck([&](const std::vector<em::tensor<double>>& in) {
+    return F::scaled_dot_product_attention(in[0].to(gpu), in[1].to(gpu), in[2].to(gpu),
+                                           {.is_causal = true}).to(em::cpu);
+  }, {qd, kd, vd}, o));
 }

@@ -1,5 +1,7 @@
 // jit::trace, the interpreter, graph_module and whole-model files: traced, optimized, saved and
 // loaded models reproduce the eager model (MLP, CNN with batch norm, transformer encoder layer).
+#include "support/emulated_device.hpp"
+
 #include <catch2/catch.hpp>
 #include <ember/ember.hpp>
 #include <ember/jit/extern.hpp>  // the interpreter is instantiated once: jit/instantiate.cpp
@@ -38,6 +40,18 @@ struct encoder : em::nn::module<encoder> {
   encoder() : layer({.d_model = 16, .nhead = 4, .dim_feedforward = 32, .dropout = 0.1, .batch_first = true}),
               head(16, 3) {}
   em::tensor<float> forward(const em::tensor<float>& x) { return head(em::mean(layer(x), 1)); }
+};
+
+/// Elementwise chains the optimizer fuses into groups, with two group outputs.
+struct gates : em::nn::module<gates> {
+  BOOST_HANA_DEFINE_STRUCT(gates, (em::nn::linear, fc));
+  gates() : fc(12, 12) {}
+  em::tensor<float> forward(const em::tensor<float>& x) {
+    const em::tensor<float> h = fc(x);
+    const em::tensor<float> g = em::sigmoid(h) * em::tanh(x) + 0.5f * em::gelu(h);
+    const em::tensor<float> m = em::where(h > 0.f, g, em::exp(-em::abs(h)) - 1.f);
+    return fc(m) * g;
+  }
 };
 
 /// Gives the model's batch norms non-trivial running statistics.
@@ -427,4 +441,32 @@ TEST_CASE("jit::load: hostile and mismatched files are clear errors", "[jit]") {
     CHECK_THROWS_AS(em::jit::load(path), em::error);
   }
   std::filesystem::remove(path);
+}
+
+TEST_CASE("jit::trace: traced models run on a device (fused groups, attention, layer norm)", "[jit]") {
+  // Note [Fused groups on devices]: on the emulated device (test/support/emulated_device.hpp),
+  // whose kernels are the host builds of the CUDA kernels' code
+  const ember_test::emulated_device dev_guard;
+  const em::device gpu = em::device::cuda(0);
+  em::manual_seed(6);
+  gates gm;
+  auto tg = em::jit::trace(gm, {em::randn<float>({2, 12})});
+  std::ostringstream text;
+  text << tg.graph();
+  CHECK(text.str().find("fused") != std::string::npos);
+  const auto x = em::randn<float>({5, 12});
+  const em::tensor<float> want = tg({x});
+  tg.to(gpu);
+  const em::tensor<float> got = tg({x.to(gpu)});
+  CHECK(got.device() == gpu);
+  CHECK(max_diff(got.to(em::cpu), want) < 1e-5);
+  CHECK_THROWS_WITH(tg({x}), Catch::Contains("cuda:0") && Catch::Contains("cpu"));
+
+  encoder e;
+  e.eval();
+  auto te = em::jit::trace(e, {em::randn<float>({2, 4, 16})});
+  const auto xe = em::randn<float>({3, 5, 16});
+  const em::tensor<float> we = te({xe});
+  te.to(gpu);
+  CHECK(max_diff(te({xe.to(gpu)}).to(em::cpu), we) < 1e-5);
 }

@@ -150,6 +150,11 @@ inline void dropout(const dp::dropout_problem& p, em::device) {
   else dp::dropout_on_host<float>(p);
 }
 
+inline void index(const dp::index_problem& p, em::device) {
+  const device_access open;
+  REQUIRE(dp::index_on_host(p));
+}
+
 inline const em::dtype all_types[] = {em::dtype::f32, em::dtype::f64, em::dtype::i32,
                                       em::dtype::i64, em::dtype::u8,  em::dtype::boolean,
                                       em::dtype::i8,  em::dtype::i16};
@@ -166,6 +171,7 @@ struct emulated_device {
     for (ember::dtype t : ed::all_types) {
       ember::dispatch::register_kernel<ember::op::fused>(ember::device_type::cuda, t, &ed::fused);
       ember::dispatch::register_kernel<ember::op::sum>(ember::device_type::cuda, t, &ed::reduce);
+      ember::dispatch::register_kernel<ember::op::embedding>(ember::device_type::cuda, t, &ed::index);
     }
     for (ember::dtype t : {ember::dtype::f32, ember::dtype::f64}) {
       ember::dispatch::register_kernel<ember::op::matmul>(ember::device_type::cuda, t, &ed::gemm);
@@ -179,6 +185,7 @@ struct emulated_device {
     for (ember::dtype t : emulated_detail::all_types) {
       ember::dispatch::register_kernel<ember::op::fused>(ember::device_type::cuda, t, nullptr);
       ember::dispatch::register_kernel<ember::op::sum>(ember::device_type::cuda, t, nullptr);
+      ember::dispatch::register_kernel<ember::op::embedding>(ember::device_type::cuda, t, nullptr);
       ember::dispatch::register_kernel<ember::op::matmul>(ember::device_type::cuda, t, nullptr);
       ember::dispatch::register_kernel<ember::op::dropout>(ember::device_type::cuda, t, nullptr);
     }

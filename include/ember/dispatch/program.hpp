@@ -809,6 +809,130 @@ void reduce_on_host(const reduce_problem& r) {
   }
 }
 
+// ---- indexing --------------------------------------------------------------------------------
+
+/// Note [Device indexing]: gather, index_select, embedding, scatter, scatter_add, index_add
+/// and their backward passes are one loop over an iteration shape with three strided operands:
+///   gather       dst[d(i)] = src[s(i) + idx[x(i)] * dim_stride]
+///   scatter      dst[d(i) + idx[x(i)] * dim_stride] = src[s(i)]
+///   scatter_add  dst[d(i) + idx[x(i)] * dim_stride] += alpha * src[s(i)]   (atomic on a GPU)
+/// where d, x, s are the offsets of element i (row-major over shape) and the indexed
+/// operand's stride along the indexed dim is 0 (its position there comes from the index).
+/// index_select is a gather whose index has stride 0 in every dim but the selected one;
+/// index_add and embedding's backward are such scatter_adds. Elements whose index equals
+/// `skip` are left alone (embedding's padding_idx). The caller has checked every index
+/// against its dim (Note [Device index checks]). Duplicate indices in a scatter: on a GPU
+/// the writes race, and which lands is unspecified (as in PyTorch on CUDA).
+enum class index_kind : std::uint8_t { gather = 0, scatter = 1, scatter_add = 2 };
+
+struct index_problem {
+  index_kind kind = index_kind::gather;
+  std::uint8_t dtype = code::f32;        // the data's (dst and src)
+  std::uint8_t index_dtype = code::i64;  // i64 or i32
+  std::int32_t rank = 0;
+  std::int64_t numel = 0;
+  std::int64_t shape[max_rank] = {};
+  void* dst = nullptr;
+  std::int64_t dst_stride[max_rank] = {};
+  const void* idx = nullptr;
+  std::int64_t idx_stride[max_rank] = {};
+  const void* src = nullptr;
+  std::int64_t src_stride[max_rank] = {};
+  std::int64_t dim_stride = 0;
+  double alpha = 1;  // scatter_add
+  bool has_skip = false;
+  std::int64_t skip = 0;
+};
+
+namespace detail {
+
+/// *p += v: atomic on a GPU (float, double, int32, int64 as two's complement); integers wrap.
+template <class T>
+EMBER_HD void add_at(T* p, T v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<T, std::int64_t>)
+    atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+  else atomicAdd(p, v);
+#else
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    *p = static_cast<T>(static_cast<U>(static_cast<U>(*p) + static_cast<U>(v)));
+  } else {
+    *p += v;
+  }
+#endif
+}
+
+}  // namespace detail
+
+/// Element i of an index problem. T: the data type for scatter_add (float, double, int32,
+/// int64); for gather and scatter, an unsigned integer of the element's size (a move of bits).
+template <class T, class I>
+EMBER_HD void index_element(const index_problem& p, std::int64_t i) {
+  std::int64_t d = 0, x = 0, s = 0;
+  for (int k = p.rank - 1; k >= 0; --k) {
+    const std::int64_t c = i % p.shape[k];
+    i /= p.shape[k];
+    d += c * p.dst_stride[k];
+    x += c * p.idx_stride[k];
+    s += c * p.src_stride[k];
+  }
+  const auto r = static_cast<std::int64_t>(static_cast<const I*>(p.idx)[x]);
+  if (p.has_skip && r == p.skip) return;
+  T* dst = static_cast<T*>(p.dst);
+  const T* src = static_cast<const T*>(p.src);
+  switch (p.kind) {
+    case index_kind::gather: dst[d] = src[s + r * p.dim_stride]; break;
+    case index_kind::scatter: dst[d + r * p.dim_stride] = src[s]; break;
+    case index_kind::scatter_add: {
+      // visit_index_types runs scatter_add with these types only (the others move bits)
+      if constexpr (std::is_floating_point_v<T>) {
+        detail::add_at(dst + d + r * p.dim_stride, p.alpha == 1 ? src[s] : static_cast<T>(src[s] * p.alpha));
+      } else if constexpr (std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t>) {
+        const auto a = static_cast<T>(p.alpha);  // integer alpha: exact
+        detail::add_at(dst + d + r * p.dim_stride, a == 1 ? src[s] : static_cast<T>(src[s] * a));
+      }
+      break;
+    }
+  }
+}
+
+/// Calls f(T{}, I{}) with the element and index types index_element runs p with; false when
+/// p's dtypes have none (scatter_add of bool or 8/16-bit integers).
+template <class F>
+bool visit_index_types(const index_problem& p, F&& f) {
+  const auto with_index = [&](auto t) {
+    if (p.index_dtype == code::i32) f(t, std::int32_t{});
+    else f(t, std::int64_t{});
+    return true;
+  };
+  if (p.kind == index_kind::scatter_add) {
+    switch (p.dtype) {
+      case code::f32: return with_index(float{});
+      case code::f64: return with_index(double{});
+      case code::i32: return with_index(std::int32_t{});
+      case code::i64: return with_index(std::int64_t{});
+      default: return false;
+    }
+  }
+  switch (p.dtype) {
+    case code::f64: case code::i64: return with_index(std::uint64_t{});
+    case code::f32: case code::i32: return with_index(std::uint32_t{});
+    case code::i16: return with_index(std::uint16_t{});
+    case code::u8: case code::boolean: case code::i8: return with_index(std::uint8_t{});
+    default: return false;
+  }
+}
+
+/// Runs an index problem on the host (tests), element by element.
+inline bool index_on_host(const index_problem& p) {
+  return visit_index_types(p, [&p](auto t, auto ix) {
+    using T = decltype(t);
+    using I = decltype(ix);
+    for (std::int64_t i = 0; i < p.numel; ++i) index_element<T, I>(p, i);
+  });
+}
+
 // ---- dropout ---------------------------------------------------------------------------------
 
 /// Philox4x32-10 (Salmon et al. 2011) of the 64-bit counter under the 64-bit key: the same

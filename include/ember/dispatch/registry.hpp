@@ -76,6 +76,13 @@ struct kernel_sig<op::dropout> {
   using type = void(const dropout_problem&, device);
 };
 
+/// op::embedding: the gather/scatter family (dispatch/program.hpp's index_problem, Note
+/// [Device indexing]), registered under each data dtype it moves.
+template <>
+struct kernel_sig<op::embedding> {
+  using type = void(const index_problem&, device);
+};
+
 /// Registers `fn` for (O, device type, dtype); a later registration replaces an earlier one.
 template <op O>
 void register_kernel(device_type d, dtype t, typename kernel_sig<O>::type* fn) {

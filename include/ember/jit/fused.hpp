@@ -8,6 +8,8 @@
 #include <ember/core/shape.hpp>
 #include <ember/eval/evaluator.hpp>
 #include <ember/expr/functors.hpp>
+#include <ember/dispatch/program.hpp>
+#include <ember/dispatch/registry.hpp>
 #include <ember/jit/graph.hpp>
 #include <ember/ops/factory.hpp>
 #include <ember/simd/batch.hpp>
@@ -393,6 +395,117 @@ inline const std::byte* fused_bytes(const any_tensor& t) {
 }  // namespace ember::detail
 
 namespace ember::jit {
+
+/// Note [Fused groups on devices]: a fused group whose inputs live on a device runs there as
+/// one elementwise program per group output (Note [Elementwise program]): the output's value is
+/// written as postfix code by walking the body back from it (a value two nodes read is
+/// recomputed by each: the body is elementwise, so recomputing is cheaper than a round trip to
+/// memory), the inputs are the program's leaves with their broadcast strides, and the device's
+/// fused kernel runs it (compiled for it when large: Note [Kernel JIT]). Every value of the
+/// group is f32 and bool, or f64 and bool, so the program computes in that float type exactly
+/// as the eager ops do. Returns false, running nothing, when the group does not fit a program
+/// (mixed float types, more than max_code instructions, max_leaves inputs or max_rank dims):
+/// the caller then runs its nodes one by one on the device.
+template <class = void>
+bool run_fused_on_device(const graph& body, const std::vector<any_tensor>& inputs,
+                         std::vector<any_tensor>& outputs) {
+  using namespace ember::detail;
+  namespace dp = ember::dispatch;
+  const device dev = inputs.at(0).device();
+  bool has32 = false, has64 = false;
+  for (const value& v : body.values) {
+    if (v.type == dtype::f32) has32 = true;
+    else if (v.type == dtype::f64) has64 = true;
+    else if (v.type != dtype::boolean) return false;
+  }
+  if (has32 && has64) return false;
+  shape out_shape;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    check(inputs[k].defined(), errc::value, "jit::run_fused: input ", k, " is undefined");
+    check(inputs[k].device() == dev, errc::device, "jit::run_fused: inputs on ", dev, " and ",
+          inputs[k].device());
+    out_shape = broadcast_shapes(out_shape, inputs[k].shape(), "jit::run_fused");
+  }
+  if (out_shape.size() > static_cast<std::size_t>(dp::max_rank)) return false;
+  std::vector<int> producer(body.values.size(), -1), input_of(body.values.size(), -1);
+  for (std::size_t i = 0; i < body.nodes.size(); ++i) {
+    if (!fusible(body.nodes[i], body)) return false;
+    for (int o : body.nodes[i].outputs) producer[static_cast<std::size_t>(o)] = static_cast<int>(i);
+  }
+  for (std::size_t k = 0; k < body.inputs.size(); ++k)
+    input_of[static_cast<std::size_t>(body.inputs[k])] = static_cast<int>(k);
+  const auto code = [](dtype t) { return static_cast<std::uint8_t>(t); };
+  // every program first, so that nothing runs when one does not fit
+  std::vector<dp::elementwise_program> programs(body.outputs.size());
+  for (std::size_t j = 0; j < body.outputs.size(); ++j) {
+    dp::elementwise_program& p = programs[j];
+    p.ctype = has64 ? dp::compute::f64 : dp::compute::f32;
+    p.rank = static_cast<std::int32_t>(out_shape.size());
+    p.numel = out_shape.numel();
+    for (std::size_t d = 0; d < out_shape.size(); ++d) p.shape[d] = out_shape[d];
+    std::vector<int> leaf_of(inputs.size(), -1);
+    bool fits = true;
+    const auto emit = [&](dp::instr in) {
+      if (p.n_code == dp::max_code) fits = false;
+      else p.code[p.n_code++] = in;
+    };
+    const auto walk = [&](const auto& self, int id) -> void {
+      if (!fits) return;
+      const int k = input_of[static_cast<std::size_t>(id)];
+      if (k >= 0) {
+        int& l = leaf_of[static_cast<std::size_t>(k)];
+        if (l < 0) {
+          if (p.n_leaves == dp::max_leaves) {
+            fits = false;
+            return;
+          }
+          l = p.n_leaves++;
+          const any_tensor& t = inputs[static_cast<std::size_t>(k)];
+          dp::leaf_ref& r = p.leaves[l];
+          r.data = fused_bytes(t);
+          r.dtype = code(t.dtype());
+          const shape st = broadcast_strides(t.shape(), t.strides(), out_shape);
+          for (std::size_t d = 0; d < st.size(); ++d) r.stride[d] = st[d];
+        }
+        emit({dp::opc::leaf, 0, static_cast<std::uint8_t>(l), 0.0});
+        return;
+      }
+      const int ni = producer[static_cast<std::size_t>(id)];
+      check(ni >= 0, errc::value, "jit::run_fused: %", body.at(id).name, " has no producer");
+      const node& n = body.nodes[static_cast<std::size_t>(ni)];
+      if (n.kind == op::scalar) {
+        emit({dp::opc::scalar, 0, 0, jit_scalar_value(n)});
+        return;
+      }
+      for (int in : n.inputs) self(self, in);
+      dp::instr ins{static_cast<std::uint16_t>(n.kind), 0, 0, 0.0};
+      if (n.kind == op::cast) ins.dtype = code(body.at(n.outputs[0]).type);
+      emit(ins);
+    };
+    walk(walk, body.outputs[j]);
+    if (!fits || dp::program_depth(p) > dp::max_stack) return false;
+    p.out_dtype = code(body.at(body.outputs[j]).type);
+  }
+  outputs.assign(body.outputs.size(), any_tensor());
+  const shape out_strides = contiguous_strides(out_shape);
+  for (std::size_t j = 0; j < body.outputs.size(); ++j) {
+    dp::elementwise_program& p = programs[j];
+    outputs[j] = visit_fused_dtype(body.at(body.outputs[j]).type, [&](auto e) {
+      return any_tensor(make_tensor<decltype(e)>(out_shape, dev));
+    });
+    p.out = const_cast<std::byte*>(fused_bytes(outputs[j]));
+    for (std::size_t d = 0; d < out_shape.size(); ++d) p.out_stride[d] = out_strides[d];
+    bool flat = true;
+    for (int k = 0; flat && k < p.n_leaves; ++k)
+      for (int d = 0; flat && d < p.rank; ++d)
+        flat = out_shape[static_cast<std::size_t>(d)] == 1 || p.leaves[k].stride[d] == out_strides[static_cast<std::size_t>(d)];
+    p.flat = flat;
+    if (p.numel == 0) continue;
+    dp::finish(p);
+    dp::kernel<op::fused>(dev, outputs[j].dtype(), "jit fused group")(p, dev);
+  }
+  return true;
+}
 
 /// Evaluates a fused elementwise group: `body` is an op::fused node's body, `inputs` the
 /// tensors of its inputs (CPU; any strides; broadcasting as PyTorch). `outputs` receives one new

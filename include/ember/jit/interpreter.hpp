@@ -485,12 +485,17 @@ std::vector<any_tensor> run_node(const graph& g, const node& n, const std::vecto
       for (const auto& t : in)
         if (t.dtype() == dtype::f32 || t.dtype() == dtype::f64)
           grad = grad || t.visit([](const auto& x) { return x.requires_grad(); });
+    const bool on_device = !in.empty() && !in[0].device().is_cpu();
     if (!grad) {
       std::vector<any_tensor> out;
-      run_fused(*n.body, in, out);
-      return out;
+      if (!on_device) {
+        run_fused(*n.body, in, out);
+        return out;
+      }
+      if (run_fused_on_device(*n.body, in, out)) return out;  // Note [Fused groups on devices]
     }
-    // with autograd: node by node, so each op records its backward
+    // with autograd (or a group no device program holds): node by node, so each op records
+    // its backward (each runs on the inputs' device)
     std::vector<any_tensor> env(n.body->values.size());
     for (std::size_t i = 0; i < n.body->inputs.size(); ++i)
       env[static_cast<std::size_t>(n.body->inputs[i])] = in.at(i);

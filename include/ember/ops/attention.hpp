@@ -66,6 +66,44 @@ inline std::vector<std::int64_t> batch_offsets(const shape& batch, const shape& 
   return off;
 }
 
+/// The causal mask (L, S) on `dev`: query i attends to keys j <= i (top-left aligned).
+inline tensor<bool> causal_keep(std::int64_t L, std::int64_t S, device dev) {
+  tensor<bool> keep = make_tensor<bool>({L, S});
+  for (std::int64_t i = 0; i < L; ++i)
+    for (std::int64_t j = 0; j < S; ++j) keep.data()[i * S + j] = j <= i;
+  return dev.is_cpu() ? keep : keep.to(dev);
+}
+
+/// Note [Device attention]: on a device, attention is composed of the device's ops: a batched
+/// GEMM for the scores, the mask as a fused where (or add), the device softmax, dropout with
+/// the CPU's Philox counters (the same elements dropped as on the CPU: the weights are
+/// numbered as the CPU's tiles number them), and a second batched GEMM. Operands are the
+/// broadcast (expanded) q, k, v and mask; the backward is the CPU's (ember ops).
+template <class T, class M>
+attention_result<T> attention_on_device(const tensor<T>& qe, const tensor<T>& ke,
+                                        const tensor<T>& ve, const tensor<M>& me,
+                                        const nn::functional::attention_options& o, double scale,
+                                        generator& gen) {
+  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+  tensor<T> s = ember::matmul(qe, ke.transpose(-2, -1)) * static_cast<T>(scale);
+  if (o.is_causal) {
+    s = ember::where(causal_keep(qe.size(-2), ke.size(-2), qe.device()), s, neg_inf);
+  } else if (me.defined()) {
+    if constexpr (std::is_same_v<M, bool>) s = ember::where(me, s, neg_inf);
+    else s = s + me;
+  }
+  attention_result<T> res;
+  res.weights = ember::softmax(s, -1).contiguous();
+  tensor<T> probs = res.weights;
+  if (o.dropout_p > 0) {
+    auto d = dropout_with_mask(res.weights, o.dropout_p, true, gen);
+    probs = d.output;
+    res.dropout_mask = d.mask;
+  }
+  res.output = ember::matmul(probs, ve).contiguous();
+  return res;
+}
+
 /// Note [Attention masking]: a bool mask keeps the scores where it is true and sets the others
 /// to -inf (PyTorch 2.x: true = attend); a float mask is added to the scores; is_causal masks
 /// key j > query i. A query row whose every score is -inf (fully masked) has no softmax: its
@@ -84,9 +122,8 @@ attention_result<T> attention_forward(const tensor<T>& q, const tensor<T>& k, co
   check(q.dim() >= 2 && k.dim() >= 2 && v.dim() >= 2, errc::shape, op, ": q, k and v need at ",
         "least 2 dims (..., L, E), (..., S, E), (..., S, Ev); got q ", q.shape(), ", k ",
         k.shape(), ", v ", v.shape());
-  for (const auto* t : {&q, &k, &v})
-    check(t->device().is_cpu(), errc::not_implemented, op, ": not available for tensors on ",
-          t->device(), " without a device backend");
+  check(k.device() == q.device() && v.device() == q.device(), errc::device, op, ": q is on ",
+        q.device(), ", k on ", k.device(), " and v on ", v.device());
   const std::int64_t L = q.size(-2), E = q.size(-1), S = k.size(-2), Ev = v.size(-1);
   check(k.size(-1) == E, errc::shape, op, ": q ", q.shape(), " and k ", k.shape(),
         " differ in the embedding dim (last)");
@@ -126,6 +163,7 @@ attention_result<T> attention_forward(const tensor<T>& q, const tensor<T>& k, co
     me = mask.expand(with(L, S));
   }
   const double scale = o.scale ? *o.scale : 1.0 / std::sqrt(static_cast<double>(E));
+  if (!q.device().is_cpu()) return attention_on_device(qe, ke, ve, me, o, scale, gen);
   const std::int64_t nb = batch.numel();
   const std::size_t r = batch.size();
   const auto qoff = batch_offsets(batch, qe.strides()), koff = batch_offsets(batch, ke.strides()),
@@ -220,11 +258,7 @@ tensor<T> attention_weights(const tensor<T>& q, const tensor<T>& k, const tensor
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   tensor<T> s = ember::matmul(q, k.transpose(-2, -1)) * static_cast<T>(scale);
   if (causal) {
-    const std::int64_t L = q.size(-2), S = k.size(-2);
-    tensor<bool> keep = make_tensor<bool>({L, S});
-    for (std::int64_t i = 0; i < L; ++i)
-      for (std::int64_t j = 0; j < S; ++j) keep.data()[i * S + j] = j <= i;
-    s = ember::where(keep, s, neg_inf);
+    s = ember::where(causal_keep(q.size(-2), k.size(-2), q.device()), s, neg_inf);
   } else if (mask.defined()) {
     if constexpr (std::is_same_v<M, bool>) s = ember::where(mask, s, neg_inf);
     else s = s + mask;

@@ -42,12 +42,82 @@ tensor<value_type_t<E>> cpu_operand(const E& e, const char* op) {
   return t;
 }
 
+/// An operand of the index ops as a defined tensor: on the CPU, or on a device whose backend
+/// provides the index kernels (Note [Device indexing], dispatch/program.hpp).
+template <class E>
+tensor<value_type_t<E>> index_operand(const E& e, const char* what) {
+  tensor<value_type_t<E>> t = materialize(e);
+  check(t.defined(), errc::value, what, ": got an undefined tensor");
+  check(t.device().is_cpu() ||
+            dispatch::find_kernel<ember::op::embedding>(t.device().type, dtype_of<value_type_t<E>>) != nullptr,
+        errc::not_implemented, what, ": not available for ", dtype_of<value_type_t<E>>,
+        " tensors on ", t.device(), " (no device kernel)");
+  return t;
+}
+
+/// Every operand of an index op on one device: an error naming both otherwise.
+template <class T, class... U>
+void same_device(const char* what, const tensor<T>& a, const tensor<U>&... rest) {
+  ((check(!rest.defined() || rest.device() == a.device(), errc::device, what,
+          ": operands on ", a.device(), " and ", rest.device())), ...);
+}
+
+/// Runs one index problem on t's device (Note [Device indexing]): over `sizes`, with dst,
+/// idx and src at their offsets and strides, and the indexed dim's stride `dim_stride`.
+template <class T, class I>
+void device_index(dispatch::index_kind kind, device dev, const shape& sizes, T* dst,
+                  const shape& dst_st, const I* idx, const shape& idx_st, const T* src,
+                  const shape& src_st, std::int64_t dim_stride, const char* what,
+                  double alpha = 1, std::optional<std::int64_t> skip = {}) {
+  const std::int64_t n = sizes.numel();
+  if (n == 0) return;
+  check(sizes.size() <= static_cast<std::size_t>(dispatch::max_rank), errc::not_implemented, what,
+        " on ", dev, ": rank ", sizes.size(), " exceeds the device kernels' ", dispatch::max_rank);
+  check(kind != dispatch::index_kind::scatter_add || std::is_same_v<T, float> ||
+            std::is_same_v<T, double> || std::is_same_v<T, std::int32_t> ||
+            std::is_same_v<T, std::int64_t>,
+        errc::not_implemented, what, " on ", dev, ": no accumulating kernel for ", dtype_of<T>);
+  dispatch::index_problem p;
+  p.kind = kind;
+  p.dtype = static_cast<std::uint8_t>(dtype_of<T>);
+  p.index_dtype = static_cast<std::uint8_t>(dtype_of<I>);
+  p.rank = static_cast<std::int32_t>(sizes.size());
+  p.numel = n;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    p.shape[k] = sizes[k];
+    p.dst_stride[k] = dst_st[k];
+    p.idx_stride[k] = idx_st[k];
+    p.src_stride[k] = src_st[k];
+  }
+  p.dst = dst;
+  p.idx = idx;
+  p.src = src;
+  p.dim_stride = dim_stride;
+  p.alpha = alpha;
+  p.has_skip = skip.has_value();
+  p.skip = skip.value_or(0);
+  dispatch::kernel<ember::op::embedding>(dev, dtype_of<T>, what)(p, dev);
+}
+
+/// Strides `st` with dimension d set to 0 (the indexed dim: its position comes from the index).
+inline shape without_dim(shape st, std::int64_t d) {
+  st[static_cast<std::size_t>(d)] = 0;
+  return st;
+}
+
+/// The strides of a contiguous index vector seen along dimension d of a rank-r iteration.
+inline shape along_dim(std::size_t r, std::int64_t d) {
+  shape st(r, 0);
+  st[static_cast<std::size_t>(d)] = 1;
+  return st;
+}
+
 /// A new tensor with the operand's values that the caller may overwrite (an expression's
 /// result is already one; a tensor is cloned).
 template <class E>
 tensor<value_type_t<E>> fresh_copy(const E& e, const char* op) {
-  if constexpr (is_tensor_v<E>) return cpu_operand(e, op).clone();
-  else return cpu_operand(e, op);
+  if constexpr (is_tensor_v<E>) return index_operand(e, op).clone();
+  else return index_operand(e, op);
 }
 
 template <class I>
@@ -90,6 +160,18 @@ T mul_elems(T a, T b) {
 template <class I>
 void check_index_range(const tensor<I>& idx, std::int64_t n, std::int64_t dim,
                        const shape& self_shape, const char* op) {
+  if (!idx.device().is_cpu()) {
+    // Note [Device index checks]: a device's indices are checked by its own reductions (the
+    // extremes, two scalars read back) before any kernel writes, so a bad index is an error
+    // here too, never a read or write out of bounds
+    if (idx.numel() == 0) return;
+    const auto lo = static_cast<std::int64_t>(amin(idx).item());
+    const auto hi = static_cast<std::int64_t>(amax(idx).item());
+    if (lo < 0 || hi >= n)
+      fail(errc::index, op, ": index ", lo < 0 ? lo : hi, " is out of range for dimension ", dim,
+           " of size ", n, " (input shape ", self_shape, ", on ", idx.device(), ")");
+    return;
+  }
   bool bad = false;
   I first{};
   for_each_element(idx.shape(), {&idx.strides()}, [&](const I& v) {
@@ -188,6 +270,10 @@ template <class T, class I>
 void index_select_kernel(const tensor<T>& out, const tensor<T>& x, std::int64_t d, const I* idx,
                          std::int64_t m) {
   if (out.numel() == 0) return;
+  if (!out.device().is_cpu())
+    return device_index(dispatch::index_kind::gather, out.device(), out.shape(), out.data(),
+                        out.strides(), idx, along_dim(out.shape().size(), d), x.data(),
+                        without_dim(x.strides(), d), x.stride(d), "index_select");
   const around_dim<2> g(out.shape(), {&out.strides(), &x.strides()}, d);
   const std::int64_t inner = g.inner_numel(), total = g.outer_numel() * m;
   T* const op = out.data();
@@ -217,6 +303,11 @@ template <class T, class I>
 void index_add_kernel(const tensor<T>& dst, std::int64_t d, const I* idx, std::int64_t m,
                       const tensor<T>& src, T alpha, std::optional<std::int64_t> skip = {}) {
   if (src.numel() == 0) return;
+  if (!dst.device().is_cpu())
+    return device_index(dispatch::index_kind::scatter_add, dst.device(), src.shape(), dst.data(),
+                        without_dim(dst.strides(), d), idx, along_dim(src.shape().size(), d),
+                        src.data(), src.strides(), dst.stride(d), "index_add",
+                        static_cast<double>(alpha), skip);
   const around_dim<2> g(src.shape(), {&dst.strides(), &src.strides()}, d);
   const std::int64_t outer = g.outer_numel(), inner = g.inner_numel();
   T* const dp = dst.data();
@@ -253,6 +344,10 @@ void index_add_kernel(const tensor<T>& dst, std::int64_t d, const I* idx, std::i
 /// gather core: out (idx's shape) = x[..., idx[...], ...] along d. Indices validated.
 template <class T, class I>
 void gather_kernel(const tensor<T>& out, const tensor<T>& x, std::int64_t d, const tensor<I>& idx) {
+  if (!out.device().is_cpu())
+    return device_index(dispatch::index_kind::gather, out.device(), idx.shape(), out.data(),
+                        out.strides(), idx.data(), idx.strides(), x.data(),
+                        without_dim(x.strides(), d), x.stride(d), "gather");
   shape xst = x.strides();
   const std::int64_t xd = xst[static_cast<std::size_t>(d)];
   xst[static_cast<std::size_t>(d)] = 0;  // position d comes from the index
@@ -271,6 +366,11 @@ void gather_kernel(const tensor<T>& out, const tensor<T>& x, std::int64_t d, con
 template <bool Add, class T, class I>
 void scatter_kernel(const tensor<T>& self, std::int64_t d, const tensor<I>& idx,
                     const tensor<T>& src) {
+  if (!self.device().is_cpu())
+    return device_index(Add ? dispatch::index_kind::scatter_add : dispatch::index_kind::scatter,
+                        self.device(), idx.shape(), self.data(), without_dim(self.strides(), d),
+                        idx.data(), idx.strides(), src.data(), src.strides(), self.stride(d),
+                        Add ? "scatter_add" : "scatter");
   shape sst = self.strides();
   const std::int64_t sd = sst[static_cast<std::size_t>(d)];
   sst[static_cast<std::size_t>(d)] = 0;
@@ -329,7 +429,7 @@ tensor<T> index_select_impl(const tensor<T>& x_in, std::int64_t dim, const tenso
   check_index_range(idx, x.size(d), d, x_in.shape(), op);
   shape s = x.shape();
   s[static_cast<std::size_t>(d)] = m;
-  tensor<T> out = make_tensor<T>(s);
+  tensor<T> out = make_tensor<T>(s, x.device());
   index_select_kernel(out, x, d, idx.data(), m);
   return x_in.dim() == 0 ? out.reshape({}) : out;
 }
@@ -338,7 +438,7 @@ tensor<T> index_select_impl(const tensor<T>& x_in, std::int64_t dim, const tenso
 template <class T, class I>
 tensor<T> index_select_backward(const tensor<T>& grad, std::int64_t d, const tensor<I>& idx,
                                 const shape& self_shape) {
-  tensor<T> out = zeros<T>(self_shape);
+  tensor<T> out = autograd::detail::zeros_shaped<T>(self_shape, grad.device());
   const tensor<I> iv = index_vector(idx, "index_select_backward");
   index_add_kernel(at_least_1d(out), d, iv.data(), iv.numel(), at_least_1d(grad), T(1));
   return out;
@@ -348,7 +448,7 @@ tensor<T> index_select_backward(const tensor<T>& grad, std::int64_t d, const ten
 template <class T, class I>
 tensor<T> gather_backward(const tensor<T>& grad, std::int64_t d, const tensor<I>& idx,
                           const shape& self_shape) {
-  tensor<T> out = zeros<T>(self_shape);
+  tensor<T> out = autograd::detail::zeros_shaped<T>(self_shape, grad.device());
   scatter_kernel<true>(at_least_1d(out), d, at_least_1d(idx), at_least_1d(grad));
   return out;
 }
@@ -359,7 +459,7 @@ template <class T, class I>
 tensor<T> embedding_backward(const tensor<T>& grad, const tensor<I>& indices,
                              std::int64_t num_weights, std::optional<std::int64_t> padding_idx) {
   const std::int64_t dim = grad.size(-1);
-  tensor<T> out = zeros<T>({num_weights, dim});
+  tensor<T> out = autograd::detail::zeros_shaped<T>({num_weights, dim}, grad.device());
   const tensor<I> iv = indices.reshape({indices.numel()}).contiguous();
   index_add_kernel(out, 0, iv.data(), iv.numel(), grad.reshape({iv.numel(), dim}), T(1),
                    padding_idx);
@@ -484,12 +584,8 @@ tensor<T> embedding_adjoint(const tensor<T>& g, const tensor<I>& idx, std::int64
         if (padding_idx) {
           shape ms = idx.shape();
           ms.push_back(1);
-          tensor<bool> at_pad = make_tensor<bool>(ms);
-          const std::int64_t p = *padding_idx;
-          const shape ps = contiguous_strides(idx.shape());  // at_pad without its last dim
-          for_each_element(idx.shape(), {&ps, &idx.strides()},
-                           [p](bool& b, const I& i) { b = static_cast<std::int64_t>(i) == p; },
-                           at_pad.data(), static_cast<const I*>(idx.data()));
+          const tensor<bool> at_pad =
+              tensor<bool>(idx == static_cast<I>(*padding_idx)).reshape(ms);
           rows = masked_fill(rows, at_pad, 0);
         }
         return std::vector<tensor<T>>{rows};
@@ -500,10 +596,16 @@ tensor<T> embedding_adjoint(const tensor<T>& g, const tensor<I>& idx, std::int64
 template <class T>
 tensor<T> alpha_scaled(const tensor<T>& t, T alpha) {
   if (alpha == T(1)) return t;
-  tensor<T> out = make_tensor<T>(t.shape());
-  for_each_element(t.shape(), {&out.strides(), &t.strides()},
-                   [alpha](T& o, const T& v) { o = v * alpha; }, out.data(),
-                   static_cast<const T*>(t.data()));
+  tensor<T> out;
+  if (t.device().is_cpu()) {
+    out = make_tensor<T>(t.shape());
+    for_each_element(t.shape(), {&out.strides(), &t.strides()},
+                     [alpha](T& o, const T& v) { o = v * alpha; }, out.data(),
+                     static_cast<const T*>(t.data()));
+  } else {
+    no_grad_guard ng;
+    out = tensor<T>(t.detach() * alpha);  // one fused kernel on the device
+  }
   if (!autograd::detail::any_requires_grad(t)) return out;
   return autograd::detail::record<T>("mul_backward", std::move(out), {t},
                                      [alpha](const tensor<T>& g) {
@@ -538,6 +640,8 @@ tensor<T> zero_extend(const tensor<T>& t, const shape& target) {
 /// colliding elements differ only along d, so one thread writes them in row-major order).
 template <class I>
 tensor<bool> scatter_overwritten(const shape& self_shape, std::int64_t d, const tensor<I>& idx) {
+  if (!idx.device().is_cpu())  // the CPU's order; a GPU's racing duplicates have none
+    return scatter_overwritten(self_shape, d, idx.to(cpu)).to(idx.device());
   // every slot the gather reads was written by the scatter: no need to initialize
   tensor<std::int64_t> slot = make_tensor<std::int64_t>(self_shape);
   tensor<std::int64_t> pos = make_tensor<std::int64_t>(idx.shape());
@@ -677,8 +781,9 @@ tensor<value_type_t<E>> index_select(const E& x_in, std::int64_t dim, const Ix& 
   using T = value_type_t<E>;
   using I = value_type_t<Ix>;
   detail::require_index_type<I>();
-  const tensor<T> x = detail::cpu_operand(x_in, "index_select");
-  const tensor<I> idx = detail::cpu_operand(idx_in, "index_select");
+  const tensor<T> x = detail::index_operand(x_in, "index_select");
+  const tensor<I> idx = detail::index_operand(idx_in, "index_select");
+  detail::same_device("index_select", x, idx);
   tensor<T> out;
   {
     no_grad_guard ng;
@@ -707,8 +812,9 @@ tensor<value_type_t<E>> gather(const E& x_in, std::int64_t dim, const Ix& idx_in
   using T = value_type_t<E>;
   using I = value_type_t<Ix>;
   detail::require_index_type<I>();
-  const tensor<T> x0 = detail::cpu_operand(x_in, "gather");
-  const tensor<I> idx0 = detail::cpu_operand(idx_in, "gather");
+  const tensor<T> x0 = detail::index_operand(x_in, "gather");
+  const tensor<I> idx0 = detail::index_operand(idx_in, "gather");
+  detail::same_device("gather", x0, idx0);
   const std::int64_t d = wrap_dim(dim, x0.dim(), "gather");
   tensor<T> out;
   {
@@ -717,7 +823,7 @@ tensor<value_type_t<E>> gather(const E& x_in, std::int64_t dim, const Ix& idx_in
     const tensor<I> idx = detail::at_least_1d(idx0);
     detail::check_scatter_shapes<T, I>(x, d, idx, nullptr, "gather");
     detail::check_index_range(idx, x.size(d), d, x0.shape(), "gather");
-    out = detail::make_tensor<T>(idx.shape());
+    out = detail::make_tensor<T>(idx.shape(), x.device());
     detail::gather_kernel(out, x, d, idx);
     if (idx0.dim() == 0) out = out.reshape({});
   }
@@ -741,9 +847,11 @@ template <class T, operand Ix, operand S>
 tensor<T> scatter_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::scatter_into_recorded<true>(detail::cpu_operand(self, "scatter_add_"), dim,
-                                      detail::cpu_operand(idx, "scatter_add_"),
-                                      detail::cpu_operand(src, "scatter_add_"), "scatter_add_");
+  const auto s = detail::index_operand(self, "scatter_add_");
+  const auto ix = detail::index_operand(idx, "scatter_add_");
+  const auto sr = detail::index_operand(src, "scatter_add_");
+  detail::same_device("scatter_add_", s, ix, sr);
+  detail::scatter_into_recorded<true>(s, dim, ix, sr, "scatter_add_");
   return self;
 }
 
@@ -761,9 +869,11 @@ template <class T, operand Ix, operand S>
 tensor<T> scatter_(const tensor<T>& self, std::int64_t dim, const Ix& idx, const S& src) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::scatter_into_recorded<false>(detail::cpu_operand(self, "scatter_"), dim,
-                                       detail::cpu_operand(idx, "scatter_"),
-                                       detail::cpu_operand(src, "scatter_"), "scatter_");
+  const auto s = detail::index_operand(self, "scatter_");
+  const auto ix = detail::index_operand(idx, "scatter_");
+  const auto sr = detail::index_operand(src, "scatter_");
+  detail::same_device("scatter_", s, ix, sr);
+  detail::scatter_into_recorded<false>(s, dim, ix, sr, "scatter_");
   return self;
 }
 
@@ -781,10 +891,11 @@ tensor<T> index_add_(const tensor<T>& self, std::int64_t dim, const Ix& idx, con
                      A alpha = 1) {
   detail::require_index_type<value_type_t<Ix>>();
   detail::require_same_source_type<T, value_type_t<S>>();
-  detail::index_add_recorded(detail::cpu_operand(self, "index_add_"), dim,
-                             detail::cpu_operand(idx, "index_add_"),
-                             detail::cpu_operand(src, "index_add_"), convert<T>(alpha),
-                             "index_add_");
+  const auto s = detail::index_operand(self, "index_add_");
+  const auto ix = detail::index_operand(idx, "index_add_");
+  const auto sr = detail::index_operand(src, "index_add_");
+  detail::same_device("index_add_", s, ix, sr);
+  detail::index_add_recorded(s, dim, ix, sr, convert<T>(alpha), "index_add_");
   return self;
 }
 
@@ -803,8 +914,10 @@ tensor<value_type_t<E>> index_add(const E& x, std::int64_t dim, const Ix& idx, c
 template <operand Ix, operand W>
 tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight) {
   detail::require_index_type<value_type_t<Ix>>();
-  return detail::embedding_recorded(detail::cpu_operand(indices, "embedding"),
-                                    detail::cpu_operand(weight, "embedding"), std::nullopt);
+  const auto ix = detail::index_operand(indices, "embedding");
+  const auto w = detail::index_operand(weight, "embedding");
+  detail::same_device("embedding", w, ix);
+  return detail::embedding_recorded(ix, w, std::nullopt);
 }
 
 namespace nn::functional {
@@ -820,7 +933,7 @@ template <operand Ix, operand W>
 tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight,
                                   const embedding_func_options& options = {}) {
   detail::require_index_type<value_type_t<Ix>>();
-  const auto w = detail::cpu_operand(weight, "embedding");
+  const auto w = detail::index_operand(weight, "embedding");
   std::optional<std::int64_t> pad;
   if (options.padding_idx) {
     const std::int64_t n = w.dim() > 0 ? w.size(0) : 0, p = *options.padding_idx;
@@ -828,7 +941,9 @@ tensor<value_type_t<W>> embedding(const Ix& indices, const W& weight,
                   " is out of range for a weight with ", n, " rows (shape ", w.shape(), ")");
     pad = p < 0 ? p + n : p;
   }
-  return detail::embedding_recorded(detail::cpu_operand(indices, "embedding"), w, pad);
+  const auto ix = detail::index_operand(indices, "embedding");
+  detail::same_device("embedding", w, ix);
+  return detail::embedding_recorded(ix, w, pad);
 }
 
 }  // namespace nn::functional
@@ -840,7 +955,10 @@ template <class U = std::int64_t, operand L>
 tensor<U> one_hot(const L& labels_in, std::int64_t num_classes = -1) {
   using I = value_type_t<L>;
   detail::require_index_type<I>();
-  const tensor<I> labels = detail::cpu_operand(labels_in, "one_hot").contiguous();
+  const tensor<I> on = detail::index_operand(labels_in, "one_hot");
+  if (!on.device().is_cpu())  // the class count is read on the host (as PyTorch syncs for it)
+    return one_hot<U>(on.to(cpu), num_classes).to(on.device());
+  const tensor<I> labels = on.contiguous();
   const I* lp = labels.data();
   const std::int64_t n = labels.numel();
   std::int64_t lo = 0, hi = -1;
@@ -872,9 +990,9 @@ template <class T, operand M, class S>
 tensor<T> masked_fill_(const tensor<T>& x, const M& mask_in, S value) {
   static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_fill_: the mask must be "
                 "a tensor<bool> or a bool expression (e.g. a > 0.f)");
-  tensor<bool> mask = detail::cpu_operand(mask_in, "masked_fill_");
-  detail::check(x.device().is_cpu(), errc::not_implemented, "masked_fill_: not available on ",
-                x.device());
+  tensor<bool> mask = detail::materialize(mask_in);
+  detail::check(mask.defined() && x.defined(), errc::value, "masked_fill_: got an undefined tensor");
+  detail::same_device("masked_fill_", x, mask);
   detail::check(broadcastable_to(mask.shape(), x.shape()), errc::shape, "masked_fill_: mask ",
                 "of shape ", mask.shape(), " does not broadcast to the input shape ", x.shape());
   x.check_writable("masked_fill_");
@@ -887,8 +1005,11 @@ tensor<T> masked_fill_(const tensor<T>& x, const M& mask_in, S value) {
     no_grad_guard ng;
     const tensor<bool> mb = mask.expand(x.shape());
     const T v = convert<T>(value);
-    detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
-                             [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
+    if (x.device().is_cpu())
+      detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
+                               [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
+    else
+      tensor<T>(x).copy_(where(mb, v, x));  // one fused kernel, each element read before written
     x.impl().storage->bump_version();
   }
   if constexpr (detail::index_grad_v<T>) {
@@ -910,9 +1031,12 @@ tensor<value_type_t<E>> masked_fill(const E& x_in, const M& mask_in, S value) {
   using T = value_type_t<E>;
   static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_fill: the mask must be "
                 "a tensor<bool> or a bool expression (e.g. a > 0.f)");
-  const tensor<T> x = detail::cpu_operand(x_in, "masked_fill");
-  const tensor<bool> mask = detail::cpu_operand(mask_in, "masked_fill");
-  tensor<T> out = detail::make_tensor<T>(broadcast_shapes(x.shape(), mask.shape(), "masked_fill"));
+  const tensor<T> x = detail::materialize(x_in);
+  const tensor<bool> mask = detail::materialize(mask_in);
+  detail::check(mask.defined() && x.defined(), errc::value, "masked_fill: got an undefined tensor");
+  detail::same_device("masked_fill", x, mask);
+  tensor<T> out = detail::make_tensor<T>(broadcast_shapes(x.shape(), mask.shape(), "masked_fill"),
+                                         x.device());
   out.copy_(x);
   return masked_fill_(out, mask, value);
 }
@@ -924,8 +1048,17 @@ tensor<value_type_t<E>> masked_select(const E& x_in, const M& mask_in) {
   using T = value_type_t<E>;
   static_assert(std::is_same_v<value_type_t<M>, bool>, "ember::masked_select: the mask must be "
                 "a tensor<bool> or a bool expression (e.g. a > 0.f)");
-  const tensor<T> x0 = detail::cpu_operand(x_in, "masked_select");
-  const tensor<bool> m0 = detail::cpu_operand(mask_in, "masked_select");
+  const tensor<T> xd = detail::materialize(x_in);
+  const tensor<bool> md = detail::materialize(mask_in);
+  detail::check(xd.defined() && md.defined(), errc::value, "masked_select: got an undefined tensor");
+  detail::same_device("masked_select", xd, md);
+  if (!xd.device().is_cpu()) {
+    // the output's size depends on the mask's values: selected on the host (as PyTorch syncs
+    // for the count), then moved back; the copies are recorded, so gradients flow to xd
+    return masked_select(xd.to(cpu), md.to(cpu)).to(xd.device());
+  }
+  const tensor<T>& x0 = xd;
+  const tensor<bool>& m0 = md;
   const shape s = broadcast_shapes(x0.shape(), m0.shape(), "masked_select");
   bool rec = false;
   if constexpr (detail::index_grad_v<T>) rec = autograd::detail::any_requires_grad(x0);
