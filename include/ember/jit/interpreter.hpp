@@ -226,8 +226,17 @@ bool run_unary_in_place(op kind, any_tensor& x) {
   return done;
 }
 
+/// Note [Scalars beside device values]: a scalar node's value is a 0-d CPU tensor; beside a
+/// device tensor in an elementwise node it moves to that device (as PyTorch lets 0-d CPU
+/// tensors join CUDA ops). Other mixes stay the eager ops' device errors.
+inline any_tensor beside(const any_tensor& x, const any_tensor& other) {
+  if (!x.device().is_cpu() || other.device().is_cpu() || !x.shape().empty()) return x;
+  return x.visit([&](const auto& t) -> any_tensor { return t.to(other.device()); });
+}
+
 template <class = void>
-any_tensor run_binary(op kind, const any_tensor& a, const any_tensor& b) {
+any_tensor run_binary(op kind, const any_tensor& a_in, const any_tensor& b_in) {
+  const any_tensor a = beside(a_in, b_in), b = beside(b_in, a_in);
   ::ember::detail::check(a.dtype() == b.dtype(), errc::dtype, "jit: ", name(kind),
                          " of a ", a.dtype(), " and a ", b.dtype(), " value (shapes ", a.shape(),
                          ", ", b.shape(), ")");
@@ -262,7 +271,9 @@ any_tensor run_binary(op kind, const any_tensor& a, const any_tensor& b) {
 }
 
 template <class = void>
-any_tensor run_ternary(op kind, const any_tensor& a, const any_tensor& b, const any_tensor& c) {
+any_tensor run_ternary(op kind, const any_tensor& a_in, const any_tensor& b_in, const any_tensor& c_in) {
+  const any_tensor& dev = !a_in.device().is_cpu() ? a_in : !b_in.device().is_cpu() ? b_in : c_in;
+  const any_tensor a = beside(a_in, dev), b = beside(b_in, dev), c = beside(c_in, dev);
   if (kind == op::where) {
     const tensor<bool> cond = a.get<bool>();
     return visit_graph_dtype(b, "where", [&](const auto& tb) -> any_tensor {
