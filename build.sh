@@ -77,13 +77,14 @@ case "$cmd" in
       # calls into its runtime instead of inline code (call threshold 0): the same checks, a
       # smaller program to compile, 15-23% less compile time (measured on
       # test/autograd/index_join.cpp: 44 s -> 34 s); the tests run slower, which costs seconds.
-      # The examples are not tests: this build leaves them out.
+      # The examples are not tests: this build leaves them out, and compiles the CUDA kernels
+      # to PTX only (no GPU here runs them; meson.build, gpu_sass).
       # GCC only: with clang 14 it saves nothing (ops/conv.cpp: 22.5 s user either way)
       asan_calls=""
       [[ "$test_cxx" == *clang* ]] || asan_calls="--param=asan-instrumentation-with-call-threshold=0"
       opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=0 -Ddebug=false
              "-Dcpp_args=-fno-sanitize=null,alignment $asan_calls"
-             -Dexamples=false)
+             -Dexamples=false -Dgpu_sass=false)
     else
       dir=${BUILD_DIR:-build-plain}
       opts+=(-Dexamples=true)
