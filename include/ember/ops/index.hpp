@@ -1008,8 +1008,10 @@ tensor<T> masked_fill_(const tensor<T>& x, const M& mask_in, S value) {
     if (x.device().is_cpu())
       detail::for_each_element(x.shape(), {&x.strides(), &mb.strides()},
                                [v](T& a, const bool& m) { if (m) a = v; }, x.data(), mb.data());
-    else
+    else if constexpr (std::is_arithmetic_v<T>)
       tensor<T>(x).copy_(where(mb, v, x));  // one fused kernel, each element read before written
+    else
+      detail::fail(errc::not_implemented, "masked_fill_: ", dtype_of<T>, " tensors on ", x.device());
     x.impl().storage->bump_version();
   }
   if constexpr (detail::index_grad_v<T>) {
