@@ -53,11 +53,16 @@ case "$cmd" in
       # command), the plain test build (SANITIZE=0) and CI's contract programs.
       # EMBER_TEST_CXX=g++ builds this suite with GCC instead.
       test_cxx=${EMBER_TEST_CXX:-clang++}
+      # Note [Linking with lld]: the sanitized executables are 50-180 MB of -O0 code; LLVM's
+      # linker links the largest (nn_tests) in 2.5 s where GNU ld takes 19 s (measured), and
+      # the links come last in the build, when one core is often idle
+      test_ld=""
       if [ "$test_cxx" = clang++ ]; then
-        need+=(clang)
+        need+=(clang lld)
         install_missing
         rt="libclang-rt-$(clang++ -dumpversion | cut -d. -f1)-dev"
         dpkg -s "$rt" >/dev/null 2>&1 || need+=("$rt")
+        test_ld=lld
       fi
       # a build folder configured with another compiler is set up again
       if [ -f "$dir/meson-info/intro-targets.json" ]; then
@@ -91,6 +96,7 @@ case "$cmd" in
     fi
     install_missing
     if [ "${SANITIZE:-1}" = 1 ]; then
+      if [ -n "$test_ld" ]; then export CXX_LD=$test_ld; fi
       CXX=$test_cxx setup "$dir" "${opts[@]}"
     else
       setup "$dir" "${opts[@]}"

@@ -296,21 +296,24 @@ TEST_CASE("expressions hold their operands: no dangling", "[assign][dangling]") 
 
 TEST_CASE("results are bitwise identical for any thread count", "[assign][threads]") {
   threads_guard guard;
-  const std::int64_t n = 1000003;
+  // sizes that split unevenly into 4 tasks of at least elementwise_grain (32768) elements:
+  // 200003 elements (6 grains), and 401 x 399 (4 grains); 1000003 and 1001 x 999 took 34 s of
+  // the sanitized run for no more coverage
+  const std::int64_t n = 200003;
   em::manual_seed(7);
   const auto x = em::randn<float>({n});
   const auto a = em::from_vector<float>({1.25f}, em::shape{});  // 0-d
   const auto b = em::from_vector<float>({-0.5f}, {1});  // broadcast (1)
-  const auto xm = em::randn<float>({1001, 999});
-  const auto row = em::randn<float>({999});
-  const auto colv = em::randn<float>({1001, 1});
+  const auto xm = em::randn<float>({401, 399});
+  const auto row = em::randn<float>({399});
+  const auto colv = em::randn<float>({401, 1});
   std::vector<em::tensor<float>> r1, r2, r3;
   for (int threads : {1, 2, 3, 4}) {
     em::set_num_threads(threads);
     CHECK(em::get_num_threads() == threads);
     r1.push_back(em::gelu_tanh(a * x + b));
     r2.push_back(em::exp(xm * row) - colv / (1.f + em::abs(xm)));
-    auto d = em::empty<float>({999, 1001});  // written through a transposed destination
+    auto d = em::empty<float>({399, 401});  // written through a transposed destination
     d.t().copy_(em::sigmoid(xm.t().t() + colv));
     r3.push_back(d);
   }
@@ -361,7 +364,9 @@ TEST_CASE("dense operands take the flat path and compute the row traversal's bit
   threads_guard guard;
   em::manual_seed(13);
   auto f = [](const auto& x, const auto& y) { return em::exp(x) * y + em::tanh(x * 0.5f) - 2.f; };
-  for (const std::int64_t n : {1, 3, 8, 15, 16, 17, 63, 64, 65, 999999}) {
+  // the last size splits into 2 tasks of elementwise_grain (32768) elements and more (999999
+  // took 37 s of the sanitized run, for no more coverage)
+  for (const std::int64_t n : {1, 3, 8, 15, 16, 17, 63, 64, 65, 199999}) {
     for (int threads : {1, 2}) {
       em::set_num_threads(threads);
       INFO("n = " << n << ", threads = " << threads);
@@ -373,7 +378,7 @@ TEST_CASE("dense operands take the flat path and compute the row traversal's bit
       dst.copy_(f(x, y));
       CHECK(values(dense) == values(dst));
       // and rows of a wider buffer (the unit loop, one row at a time) against their clone
-      const std::int64_t r = n > 64 ? 27 : 2, c = n > 64 ? n / 27 : n;  // 999999 = 27 x 37037
+      const std::int64_t r = n > 64 ? 27 : 2, c = n > 64 ? n / 27 : n;  // 27 rows of 7407
       const auto xv = em::randn<float>({r, c + 3}).slice(1, 0, c);
       const auto yv = em::randn<float>({r, c});
       CHECK(!xv.is_contiguous());
