@@ -119,6 +119,17 @@ void verdict(const bench::suite& s, const char* tag, const std::string& subject,
   std::fflush(stdout);
 }
 
+/// Runs body with ember's streaming stores off (Note [Streaming stores]: the diagnostic rows
+/// that show what they bring).
+template <class F>
+void plain_stores(F&& body) {
+  auto& min_bytes = em::detail::stream_store_min_bytes();
+  const std::int64_t saved = min_bytes.load();
+  min_bytes = std::numeric_limits<std::int64_t>::max();
+  body();
+  min_bytes = saved;
+}
+
 bool wanted(int argc, char** argv, const char* name) {
   if (argc <= 1) return true;
   for (int i = 1; i < argc; ++i)
@@ -185,6 +196,12 @@ bool run_e1(const inputs& in, bool with_a1) {
   s.add("ember out.copy_(expr)", [&] {
     out.copy_(1.5f * x - 0.5f * y + 0.25f);
     bench::keep(out.data());
+  });
+  auto x3 = ember_from(in.x, {N}), y3 = ember_from(in.y, {N});
+  auto out3 = em::empty<float>({N});
+  s.add("ember, plain stores (diag)", [&] {
+    plain_stores([&] { out3.copy_(1.5f * x3 - 0.5f * y3 + 0.25f); });
+    bench::keep(out3.data());
   });
   if (with_a1) {
     s.add("ember tensor<float> out = expr", [&] {
@@ -277,6 +294,14 @@ bool run_e2(const inputs& in) {
   s.add("ember out.copy_(expr)", [&] {
     out.copy_(0.5f * x * (1.f + em::tanh(0.79788456f * (x + 0.044715f * x * x * x))));
     bench::keep(out.data());
+  });
+  auto x3 = ember_from(in.x, {N});
+  auto out3 = em::empty<float>({N});
+  s.add("ember, plain stores (diag)", [&] {
+    plain_stores([&] {
+      out3.copy_(0.5f * x3 * (1.f + em::tanh(0.79788456f * (x3 + 0.044715f * x3 * x3 * x3))));
+    });
+    bench::keep(out3.data());
   });
   s.add("ember out.copy_(gelu_tanh(x)) (diag)", [&] {
     out2.copy_(em::gelu_tanh(x2));
@@ -611,20 +636,85 @@ void run_threads(const inputs& in) {
       em::set_num_threads(2);
     }
   };
+  // Beside ember, in the same suites: what two threads give on this machine to code that is not
+  // ember's. libtorch's own fused kernels (gelu_out, softmax_out) at 1 and 2 threads, and the
+  // memory system's ceiling: memcpy of the same bytes cut in two halves over ember's pool (glibc
+  // copies these sizes with streaming stores, as ember's E2 does: Note [Streaming stores]).
+  // When those scale no better than ember, the limit is the machine's, not ember's thread pool.
+  auto copy_halves = [](float* dst, const float* src, std::int64_t n) {
+    em::parallel_for(0, n, n / 2, [&](std::int64_t b, std::int64_t e) {
+      std::memcpy(dst + b, src + b, static_cast<std::size_t>(e - b) * sizeof(float));
+    });
+    bench::keep(dst);
+  };
+  auto speedup = [](const bench::suite& s, const char* tag, const std::string& one,
+                    const std::string& two) {
+    const auto* a = find(s, one);
+    const auto* b = find(s, two);
+    if (!a || !b) return;
+    std::printf("  [%s] speed-up of '%s': min %.2fx, median %.2fx\n", tag, two.c_str(),
+                a->min() / b->min(), a->median() / b->median());
+  };
+#if EMBER_BENCH_HAVE_TORCH
+  at::Tensor tx[2] = {torch_from(in.x, {N}), torch_from(in.x, {N})};
+  at::Tensor tout[2] = {torch::empty({N}), torch::empty({N})};
+  at::Tensor tX[2] = {torch_from(in.X, {ROWS, COLS}), torch_from(in.X, {ROWS, COLS})};
+  at::Tensor tsm[2] = {torch::empty({ROWS, COLS}), torch::empty({ROWS, COLS})};
+  at::set_num_threads(2);
+  std::printf("  libtorch after at::set_num_threads(2): %d threads (%s)\n", at::get_num_threads(),
+              at::get_parallel_info().c_str());
+  at::set_num_threads(1);
+#endif
   {
     bench::suite s("T E2 tanh-GELU, 16M floats: ember 2 threads vs 1", {.reps = 15, .warmup = 2});
     s.add("ember E2, 1 thread", [&] { serial([&] { e2(0); }); });
     s.add("ember E2, 2 threads", [&] { e2(1); });
+    s.add("memcpy 64 MiB, 1 thread", [&] { serial([&] { copy_halves(out[0].data(), x[0].data(), N); }); });
+    s.add("memcpy 64 MiB, 2 threads", [&] { copy_halves(out[1].data(), x[1].data(), N); });
+#if EMBER_BENCH_HAVE_TORCH
+    s.add("torch gelu_out(tanh), 1 thread", [&] {
+      at::set_num_threads(1);
+      at::gelu_out(tout[0], tx[0], "tanh");
+      bench::keep(tout[0].data_ptr<float>());
+    });
+    s.add("torch gelu_out(tanh), 2 threads", [&] {
+      at::set_num_threads(2);
+      at::gelu_out(tout[1], tx[1], "tanh");
+      bench::keep(tout[1].data_ptr<float>());
+      at::set_num_threads(1);
+    });
+#endif
     s.run();
     s.print("ember E2, 1 thread");
+    speedup(s, "T-E2 ceiling", "memcpy 64 MiB, 1 thread", "memcpy 64 MiB, 2 threads");
+    speedup(s, "T-E2 peer", "torch gelu_out(tanh), 1 thread", "torch gelu_out(tanh), 2 threads");
     verdict(s, "T-E2", "ember E2, 2 threads", {"ember E2, 1 thread"}, 1.7, true);
   }
   {
     bench::suite s("T R2 softmax 4096x1024: ember 2 threads vs 1", {.reps = 21, .warmup = 3});
     s.add("ember R2, 1 thread", [&] { serial([&] { r2(0); }); });
     s.add("ember R2, 2 threads", [&] { r2(1); });
+    s.add("memcpy 16 MiB, 1 thread", [&] {
+      serial([&] { copy_halves(out[0].data(), X[0].data(), ROWS * COLS); });
+    });
+    s.add("memcpy 16 MiB, 2 threads", [&] { copy_halves(out[1].data(), X[1].data(), ROWS * COLS); });
+#if EMBER_BENCH_HAVE_TORCH
+    s.add("torch softmax_out, 1 thread", [&] {
+      at::set_num_threads(1);
+      at::softmax_out(tsm[0], tX[0], 1);
+      bench::keep(tsm[0].data_ptr<float>());
+    });
+    s.add("torch softmax_out, 2 threads", [&] {
+      at::set_num_threads(2);
+      at::softmax_out(tsm[1], tX[1], 1);
+      bench::keep(tsm[1].data_ptr<float>());
+      at::set_num_threads(1);
+    });
+#endif
     s.run();
     s.print("ember R2, 1 thread");
+    speedup(s, "T-R2 ceiling", "memcpy 16 MiB, 1 thread", "memcpy 16 MiB, 2 threads");
+    speedup(s, "T-R2 peer", "torch softmax_out, 1 thread", "torch softmax_out, 2 threads");
     verdict(s, "T-R2", "ember R2, 2 threads", {"ember R2, 1 thread"}, 1.7, true);
   }
   em::set_num_threads(1);

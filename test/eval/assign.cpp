@@ -397,6 +397,52 @@ TEST_CASE("dense operands take the flat path and compute the row traversal's bit
   CHECK(em::tensor<float>(e + e).numel() == 0);
 }
 
+TEST_CASE("streaming stores write the same bits as plain stores", "[assign][threads]") {
+  // Note [Streaming stores]: above a size threshold (the last-level cache), dense assignments
+  // into a 64-byte-aligned output store with non-temporal stores; here the threshold is lowered
+  // so that a small case takes that path, and compared with the plain stores' result
+  threads_guard guard;
+  auto& min_bytes = em::detail::stream_store_min_bytes();
+  const std::int64_t saved = min_bytes.load();
+  struct restore {
+    std::atomic<std::int64_t>& v;
+    std::int64_t old;
+    ~restore() { v = old; }
+  } restore_threshold{min_bytes, saved};
+  CHECK(saved == (std::int64_t{32} << 20));  // the default
+  em::manual_seed(17);
+  for (const std::int64_t n : {std::int64_t{100003}, std::int64_t{70000}}) {
+    const auto x = em::randn<float>({n}), x2 = em::randn<float>({n});
+    const auto xd = em::randn<double>({n});
+    // f(x): every leaf reads x (the shared loop, Note [Shared leaves]); f(x) + x2: the unit loop
+    auto f = [](const auto& v) { return em::gelu_tanh(v) * 0.5f + em::exp(-v * v); };
+    auto fd = [](const auto& v) { return em::tanh(v) * v + 2.0; };
+    for (int threads : {1, 2}) {
+      em::set_num_threads(threads);
+      INFO("n = " << n << ", threads = " << threads);
+      min_bytes = std::int64_t{1} << 62;  // plain stores
+      const em::tensor<float> plain = f(x), plain_two = f(x) + x2;
+      const em::tensor<double> plain_d = fd(xd);
+      min_bytes = 0;  // stream every aligned output
+      const em::tensor<float> streamed = f(x), streamed_two = f(x) + x2;
+      const em::tensor<double> streamed_d = fd(xd);
+      CHECK(reinterpret_cast<std::uintptr_t>(streamed.data()) % 64 == 0);  // it took the path
+      CHECK(same_bits(plain, streamed));
+      CHECK(same_bits(plain_two, streamed_two));
+      CHECK(same_bits(plain_d, streamed_d));
+      // an output view one element in (not 64-byte aligned: plain stores) and in place
+      auto buf = em::zeros<float>({n + 1});
+      auto view = buf.slice(0, 1, n + 1);
+      view.copy_(f(x));
+      CHECK(values(view) == values(plain));
+      CHECK(buf.data()[0] == 0.f);
+      auto y = x.clone();
+      y.copy_(f(y));
+      CHECK(values(y) == values(plain));
+    }
+  }
+}
+
 TEST_CASE("one tensor used several times: shared loads give the same bits", "[assign][reduce]") {
   // Note [Shared leaves]: x * x loads each packet once; a clone y of x takes the per-leaf path
   em::manual_seed(12);

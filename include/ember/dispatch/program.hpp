@@ -1004,7 +1004,8 @@ void run_on_host_as(const elementwise_program& p) {
   run_on_host_as<C, 16>(p);
 }
 
-inline void run_on_host(elementwise_program p) {
+template <int = 0>  // Note [Deferred instantiation]: three interpreters, for the programs that call it
+void run_on_host(elementwise_program p) {
   finish(p);
   switch (p.ctype) {
     case compute::f32: return run_on_host_as<float>(p);

@@ -120,7 +120,7 @@ struct evaluator<expr::leaf<T>> {
   T value(std::int64_t i) const { return row[i * inner]; }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t i) const {
+  EMBER_PACKET_INLINE auto packet(std::int64_t i) const {
     if constexpr (M == load_mode::unit) {
       return simd::load(row + i);
     } else if constexpr (M == load_mode::bcast) {
@@ -133,7 +133,7 @@ struct evaluator<expr::leaf<T>> {
     }
   }
   /// A packet of the m (< width) elements at i; the remaining lanes repeat the last one.
-  auto packet_partial(std::int64_t i, std::int64_t m) const {
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t i, std::int64_t m) const {
     alignas(64) T buf[simd::width<T>];
     for (std::int64_t k = 0; k < static_cast<std::int64_t>(simd::width<T>); ++k)
       buf[k] = row[(i + std::min(k, m - 1)) * inner];
@@ -141,7 +141,7 @@ struct evaluator<expr::leaf<T>> {
   }
   /// The packet when every leaf reads the same elements (Note [Shared leaves]): v itself.
   template <class V>
-  const V& packet_shared(const V& v) const {
+  EMBER_PACKET_INLINE const V& packet_shared(const V& v) const {
     return v;
   }
 #endif
@@ -165,12 +165,12 @@ struct evaluator<expr::scalar<T>> {
   T value(std::int64_t) const { return v; }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t) const {
+  EMBER_PACKET_INLINE auto packet(std::int64_t) const {
     return bv;
   }
-  auto packet_partial(std::int64_t, std::int64_t) const { return bv; }
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t, std::int64_t) const { return bv; }
   template <class V>
-  auto packet_shared(const V&) const {
+  EMBER_PACKET_INLINE auto packet_shared(const V&) const {
     return bv;
   }
 #endif
@@ -190,12 +190,12 @@ struct evaluator<expr::unary<F, A>> {
   auto value(std::int64_t i) const { return F{}(a.value(i)); }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t i) const {
+  EMBER_PACKET_INLINE auto packet(std::int64_t i) const {
     return F{}(a.template packet<M>(i));
   }
-  auto packet_partial(std::int64_t i, std::int64_t m) const { return F{}(a.packet_partial(i, m)); }
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t i, std::int64_t m) const { return F{}(a.packet_partial(i, m)); }
   template <class V>
-  auto packet_shared(const V& v) const {
+  EMBER_PACKET_INLINE auto packet_shared(const V& v) const {
     return F{}(a.packet_shared(v));
   }
 #endif
@@ -216,14 +216,14 @@ struct evaluator<expr::binary<F, A, B>> {
   auto value(std::int64_t i) const { return F{}(a.value(i), b.value(i)); }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t i) const {
+  EMBER_PACKET_INLINE auto packet(std::int64_t i) const {
     return F{}(a.template packet<M>(i), b.template packet<M>(i));
   }
-  auto packet_partial(std::int64_t i, std::int64_t m) const {
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t i, std::int64_t m) const {
     return F{}(a.packet_partial(i, m), b.packet_partial(i, m));
   }
   template <class V>
-  auto packet_shared(const V& v) const {
+  EMBER_PACKET_INLINE auto packet_shared(const V& v) const {
     return F{}(a.packet_shared(v), b.packet_shared(v));
   }
 #endif
@@ -247,14 +247,14 @@ struct evaluator<expr::ternary<F, A, B, C>> {
   auto value(std::int64_t i) const { return F{}(a.value(i), b.value(i), c.value(i)); }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t i) const {
+  EMBER_PACKET_INLINE auto packet(std::int64_t i) const {
     return F{}(a.template packet<M>(i), b.template packet<M>(i), c.template packet<M>(i));
   }
-  auto packet_partial(std::int64_t i, std::int64_t m) const {
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t i, std::int64_t m) const {
     return F{}(a.packet_partial(i, m), b.packet_partial(i, m), c.packet_partial(i, m));
   }
   template <class V>
-  auto packet_shared(const V& v) const {
+  EMBER_PACKET_INLINE auto packet_shared(const V& v) const {
     return F{}(a.packet_shared(v), b.packet_shared(v), c.packet_shared(v));
   }
 #endif
@@ -273,12 +273,12 @@ struct evaluator<expr::cast<U, A>> {
   U value(std::int64_t i) const { return convert<U>(a.value(i)); }
 #if EMBER_HAS_XSIMD
   template <load_mode M>
-  auto packet(std::int64_t i) const {  // only instantiated when U is A's type
+  EMBER_PACKET_INLINE auto packet(std::int64_t i) const {  // only instantiated when U is A's type
     return a.template packet<M>(i);
   }
-  auto packet_partial(std::int64_t i, std::int64_t m) const { return a.packet_partial(i, m); }
+  EMBER_PACKET_INLINE auto packet_partial(std::int64_t i, std::int64_t m) const { return a.packet_partial(i, m); }
   template <class V>
-  auto packet_shared(const V& v) const {
+  EMBER_PACKET_INLINE auto packet_shared(const V& v) const {
     return a.packet_shared(v);
   }
 #endif

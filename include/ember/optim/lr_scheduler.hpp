@@ -117,15 +117,15 @@ class scheduler_reader {
       else bad(key, "a 0-d real tensor", *t);
     } else if constexpr (std::is_same_v<V, std::int64_t>) {
       if (t->dim() == 0 && (t->dtype() == dtype::i64 || t->dtype() == dtype::i32))
-        out = t->to<std::int64_t>().item();
+        out = element_values<std::int64_t>(*t).front();
       else bad(key, "a 0-d integer tensor", *t);
     } else if constexpr (std::is_same_v<V, std::vector<double>>) {
-      if (t->dim() == 1 && t->dtype() != dtype::boolean) out = values<double>(*t);
+      if (t->dim() == 1 && t->dtype() != dtype::boolean) out = element_values<double>(*t);
       else bad(key, "a 1-d real tensor", *t);
     } else {
       static_assert(std::is_same_v<V, std::vector<std::int64_t>>);
       if (t->dim() == 1 && (t->dtype() == dtype::i64 || t->dtype() == dtype::i32))
-        out = values<std::int64_t>(*t);
+        out = element_values<std::int64_t>(*t);
       else bad(key, "a 1-d integer tensor", *t);
     }
   }
@@ -163,11 +163,6 @@ class scheduler_reader {
   }
   void bad(std::string_view key, const char* want, const any_tensor& t) {
     pr_.add("'", key, "' must be ", want, ", got ", describe(t));
-  }
-  template <class V>
-  static std::vector<V> values(const any_tensor& t) {
-    const tensor<V> c = t.to<V>().contiguous();
-    return std::vector<V>(c.data(), c.data() + c.numel());
   }
   const ember::state_dict& sd_;
   std::string who_;

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -100,11 +101,51 @@ inline std::optional<dotted_key> split_key(std::string_view key) {
   return dotted_key{key.substr(0, a), *i, key.substr(b + 1)};
 }
 
+/// The elements of a tensor of any dtype as V, in row-major order, read one by one on the host.
+/// Optimizers' and schedulers' load_state_dict read their options with it: they are reached from
+/// virtual functions, so they are instantiated in every program (Note [Deferred
+/// instantiation]), and `t.to<double>()` there compiled the conversion kernels of all twelve
+/// dtypes into each (1.7 s of clang's time on a file holding only #include <ember/ember.hpp>).
+template <class V>
+std::vector<V> element_values(const any_tensor& t) {
+  std::vector<V> out;
+  out.reserve(static_cast<std::size_t>(t.numel()));
+  t.visit([&](const auto& x) {
+    using T = typename std::remove_cvref_t<decltype(x)>::value_type;
+    const std::int64_t rank = x.dim(), n = x.numel();
+    if (n == 0) return;
+    const T* p = x.data();
+    std::unique_ptr<T[]> staged;  // a device tensor's elements, copied as bytes (no kernels)
+    if (!x.device().is_cpu()) {
+      std::int64_t extent = 1;  // elements from data() to the last one (strides are >= 0)
+      for (std::int64_t d = 0; d < rank; ++d)
+        extent += (x.shape()[static_cast<std::size_t>(d)] - 1) * x.strides()[static_cast<std::size_t>(d)];
+      staged = std::make_unique<T[]>(static_cast<std::size_t>(extent));
+      ::ember::detail::copy_bytes(staged.get(), ember::cpu, p, x.device(),
+                                  static_cast<std::size_t>(extent) * sizeof(T));
+      p = staged.get();
+    }
+    std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
+    std::int64_t at = 0;  // offset of index
+    for (std::int64_t k = 0; k < n; ++k) {
+      out.push_back(static_cast<V>(p[at]));
+      for (std::int64_t d = rank - 1; d >= 0; --d) {  // odometer over the strides
+        const auto u = static_cast<std::size_t>(d);
+        at += x.strides()[u];
+        if (++index[u] < x.shape()[u]) break;
+        at -= x.strides()[u] * x.shape()[u];
+        index[u] = 0;
+      }
+    }
+  });
+  return out;
+}
+
 /// The value of a 0-d real tensor (any dtype but bool), or nullopt.
 template <int = 0>  // Note [Deferred instantiation]
 std::optional<double> scalar_real(const any_tensor& t) {
   if (t.dim() != 0 || t.dtype() == dtype::boolean) return std::nullopt;
-  return t.to<double>().item();
+  return element_values<double>(t).front();
 }
 
 /// Describes a stored tensor for messages: "a (2, 3) f32 tensor".
@@ -142,8 +183,8 @@ void load_option(const any_tensor& t, const std::string& key, V& out, load_probl
       pr.add("'", key, "' must be a (", n, ") real tensor, got ", describe(t));
       return;
     }
-    const tensor<double> d = t.to<double>().contiguous();
-    for (std::int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = d.data()[i];
+    const std::vector<double> d = element_values<double>(t);
+    for (std::int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = d[static_cast<std::size_t>(i)];
   }
 }
 
@@ -375,7 +416,7 @@ class optimizer {
         entries.erase(it);
         if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::int64_t>) {
           const auto x = t.numel() == 1 && t.dtype() != dtype::boolean
-                             ? std::optional<double>(t.to<double>().reshape({}).item())
+                             ? std::optional<double>(detail::element_values<double>(t).front())
                              : std::nullopt;
           if (!x || *x < 0 || *x != std::floor(*x) || *x > 9.0e15)
             pr.add("'", prefix, key, "' must hold one non-negative integer, got ", detail::describe(t));

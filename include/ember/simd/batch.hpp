@@ -11,6 +11,9 @@
 
 #if EMBER_HAS_XSIMD
 #include <xsimd/xsimd.hpp>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 #endif
 
 namespace ember::simd {
@@ -38,6 +41,53 @@ EMBER_ALWAYS_INLINE batch<T> load(const T* p) noexcept {
 template <class T>
 EMBER_ALWAYS_INLINE void store(T* p, const batch<T>& v) noexcept {
   v.store_unaligned(p);
+}
+/// True when store_stream writes past the caches (x86 with SSE2: MOVNTPS/MOVNTPD); elsewhere
+/// store_stream is a plain store.
+inline constexpr bool has_stream_store =
+#if defined(__SSE2__)
+    true;
+#else
+    false;
+#endif
+/// A non-temporal store of a packet to p, which must be aligned to the packet's size (Note
+/// [Streaming stores] in eval/assign.hpp). Weakly ordered: call stream_fence() before the
+/// values are handed to another thread.
+template <class T>
+EMBER_ALWAYS_INLINE void store_stream(T* p, const batch<T>& v) noexcept {
+#if defined(__SSE2__)
+  // (dispatch on the register's size, not its type: vector types as template arguments lose
+  // their attributes, and GCC warns)
+  constexpr std::size_t bytes = sizeof(typename batch<T>::register_type);
+  constexpr bool f = std::is_same_v<T, float>, d = std::is_same_v<T, double>;
+  if constexpr (f && bytes == 16) {
+    _mm_stream_ps(p, v);
+  } else if constexpr (d && bytes == 16) {
+    _mm_stream_pd(p, v);
+#if defined(__AVX__)
+  } else if constexpr (f && bytes == 32) {
+    _mm256_stream_ps(p, v);
+  } else if constexpr (d && bytes == 32) {
+    _mm256_stream_pd(p, v);
+#endif
+#if defined(__AVX512F__)
+  } else if constexpr (f && bytes == 64) {
+    _mm512_stream_ps(p, v);
+  } else if constexpr (d && bytes == 64) {
+    _mm512_stream_pd(p, v);
+#endif
+  } else {
+    v.store_aligned(p);
+  }
+#else
+  v.store_aligned(p);
+#endif
+}
+/// Orders earlier streaming stores before later stores (SFENCE; nothing elsewhere).
+EMBER_ALWAYS_INLINE void stream_fence() noexcept {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 template <class T>
 EMBER_ALWAYS_INLINE batch<T> broadcast(T v) noexcept {
