@@ -50,7 +50,7 @@ case "$cmd" in
       # these template-heavy tests in about half GCC's time (measured on test/autograd/fused.cpp:
       # 170 s user with GCC 12, 81 s with clang 14), and it holds the code to a second
       # compiler's reading of the standard. GCC still builds the examples (first README
-      # command), the plain test build (SANITIZE=0) and CI's contract programs.
+      # command), the plain test build (SANITIZE=0) and CI's nn_optim_data contract program.
       # EMBER_TEST_CXX=g++ builds this suite with GCC instead.
       test_cxx=${EMBER_TEST_CXX:-clang++}
       # Note [Linking with lld]: the sanitized executables are 50-180 MB of -O0 code; LLVM's
